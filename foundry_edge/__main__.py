@@ -1,0 +1,3 @@
+from foundry_edge.cli import entry
+
+entry()

@@ -1,0 +1,156 @@
+"""One configuration dataclass for every model: teacher, Foundry students and their heads.
+
+Flat on purpose: presets are plain dicts of overrides, a checkpoint stores `to_dict()`, and the CLI
+can override any field by name (`--set depth=6`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from foundry_edge.errors import FoundryError
+
+KINDS = ("teacher", "student")
+ASSIGNERS = ("dso", "kmeans", "fps")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "custom"
+    kind: str = "teacher"  # "teacher" (Point-JEPA / Point-MAE encoder) or "student" (Foundry)
+    # Input and grouping. 64 x 32 for 1024 points, 128 x 32 for 2048, 512 x 32 for 8192.
+    num_points: int = 1024
+    num_groups: int = 64
+    group_size: int = 32
+    normalize_input: bool = True  # centre + unit sphere inside the model, so engines take raw clouds
+    # Tokenizer (mini-PointNet). encoder_dim != embed_dim adds Point-BERT's reduce_dim Linear.
+    tokenizer_widths: tuple = (128, 256, 512)
+    tokenizer_bias: bool = False  # Point-JEPA: no bias before BN; Point-MAE / Point-BERT: bias
+    encoder_dim: int = 0  # 0 = embed_dim
+    # Transformer encoder.
+    embed_dim: int = 384
+    depth: int = 12
+    num_heads: int = 6
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True  # Point-JEPA: True; Point-MAE / Point-BERT: False
+    pos_hidden: int = 128
+    # Foundry student (kind == "student").
+    assigner: str = "dso"  # "dso" (learned), or the paper's static baselines "kmeans" / "fps"
+    num_supertokens: int = 16
+    output_dim: int = 384  # the teacher's token width that CAU reconstructs
+    cau_hidden: int = 0  # 0 = 2 * output_dim
+    gumbel_tau: float = 1.0
+    kmeans_iters: int = 4
+    # Foundry-Gate: tokens with fusion probability <= gate_threshold bypass DSO, at most gate_budget.
+    gate: bool = False
+    gate_threshold: float = 0.5
+    gate_budget: int = 8
+    gate_hidden: int = 64
+    # Heads on the (reconstructed) tokens. 0 = no head.
+    num_classes: int = 0
+    num_part_classes: int = 0
+    extra: dict = field(default_factory=dict)  # free-form provenance (e.g. the teacher's preset)
+
+    def __post_init__(self):
+        self.tokenizer_widths = tuple(int(w) for w in self.tokenizer_widths)
+        self.validate()
+
+    @property
+    def tokenizer_out_dim(self) -> int:
+        return self.encoder_dim or self.embed_dim
+
+    @property
+    def effective_cau_hidden(self) -> int:
+        return self.cau_hidden or 2 * self.output_dim
+
+    @property
+    def token_dim(self) -> int:
+        """Width of the tokens the model outputs (the teacher's width for a student)."""
+        return self.output_dim if self.kind == "student" else self.embed_dim
+
+    def validate(self) -> None:
+        problems = []
+        if self.kind not in KINDS:
+            problems.append(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.assigner not in ASSIGNERS:
+            problems.append(f"assigner must be one of {ASSIGNERS}, got {self.assigner!r}")
+        if self.embed_dim % self.num_heads:
+            problems.append(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if len(self.tokenizer_widths) != 3:
+            problems.append(f"tokenizer_widths needs 3 values, got {self.tokenizer_widths}")
+        if self.group_size > self.num_points:
+            problems.append(f"group_size {self.group_size} exceeds num_points {self.num_points}")
+        if self.num_groups > self.num_points:
+            problems.append(f"num_groups {self.num_groups} exceeds num_points {self.num_points}")
+        if self.kind == "student":
+            if not 1 <= self.num_supertokens <= self.num_groups:
+                problems.append(f"num_supertokens must be in 1..num_groups ({self.num_groups}), got {self.num_supertokens}")
+            if self.gate and not 1 <= self.gate_budget <= self.num_groups:
+                problems.append(f"gate_budget must be in 1..num_groups ({self.num_groups}), got {self.gate_budget}")
+            if self.gate and self.assigner != "dso":
+                problems.append("the gate needs the learned DSO assigner (assigner=dso)")
+        for name in ("num_points", "num_groups", "group_size", "embed_dim", "depth", "num_heads"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        if problems:
+            raise FoundryError("invalid model configuration: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["tokenizer_widths"] = list(self.tokenizer_widths)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise FoundryError(f"unknown model configuration fields {unknown}; known fields: {sorted(known)}")
+        return cls(**data)
+
+    def replace(self, **overrides) -> "ModelConfig":
+        """A copy with fields overridden; `num_points` alone rescales the groups (c = N / 16)."""
+        data = self.to_dict()
+        data.update(overrides)
+        if "num_points" in overrides and "num_groups" not in overrides:
+            data["num_groups"] = scaled_groups(self, overrides["num_points"])
+        return ModelConfig.from_dict(data)
+
+
+def scaled_groups(config: ModelConfig, num_points: int) -> int:
+    """Keep the preset's points-per-group ratio (1024 -> 64, 2048 -> 128, 8192 -> 512)."""
+    return max(1, round(config.num_groups * num_points / config.num_points))
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`["depth=6", "tokenizer_widths=32,64,128", "gate=true"]` -> typed overrides."""
+    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    defaults = ModelConfig()
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields:
+            raise FoundryError(f"override {pair!r} must be FIELD=VALUE with FIELD one of {sorted(fields)}")
+        current = getattr(defaults, key)
+        try:
+            if isinstance(current, bool):
+                if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(raw)
+                value: Any = raw.lower() in ("1", "true", "yes")
+            elif isinstance(current, int):
+                value = int(raw)
+            elif isinstance(current, float):
+                value = float(raw)
+            elif isinstance(current, tuple):
+                value = tuple(int(v) for v in raw.split(","))
+            elif isinstance(current, dict):
+                raise ValueError("not settable from the command line")
+            else:
+                value = raw
+        except ValueError:
+            raise FoundryError(f"override {pair!r}: cannot read {raw!r} as {type(current).__name__}") from None
+        out[key] = value
+    return out
