@@ -27,6 +27,7 @@ from typing import Callable, Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
+from foundry_edge.data.transforms import random_rotations
 from foundry_edge.errors import FoundryError
 
 SYNTHETIC_CLASSES: Tuple[str, ...] = ("sphere", "box", "cylinder", "cone", "torus", "disc", "capsule",
@@ -167,13 +168,6 @@ _SHAPES = {"sphere": _sphere, "box": _box, "cylinder": _cylinder, "cone": _cone,
            "octahedron": _octahedron}
 
 
-def random_rotation(rng: np.random.Generator) -> np.ndarray:
-    """(3, 3) rotation uniform over SO(3): QR of a Gaussian matrix with the sign fixed."""
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    return q if np.linalg.det(q) > 0 else -q
-
-
 def sample_shape(name: str, num_points: int, rng: np.random.Generator, noise: float = 0.01
                  ) -> Tuple[np.ndarray, np.ndarray]:
     """One posed shape: (N, 3) float32 points and (N,) int64 global part ids, points in random order."""
@@ -183,7 +177,7 @@ def sample_shape(name: str, num_points: int, rng: np.random.Generator, noise: fl
     points = np.concatenate([sample(rng, k) for (_, sample), k in zip(parts, counts)])
     part_ids = np.repeat(np.asarray(CLASS_PART_IDS[name], dtype=np.int64), counts)
     scale = rng.uniform(0.6, 1.4, size=3)
-    points = (points * scale) @ random_rotation(rng).T + rng.normal(scale=noise, size=points.shape)
+    points = (points * scale) @ random_rotations(rng).T + rng.normal(scale=noise, size=points.shape)
     order = rng.permutation(num_points)
     return points[order].astype(np.float32), part_ids[order]
 
