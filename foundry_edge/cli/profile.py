@@ -1,0 +1,97 @@
+"""`foundry-edge profile`: student against teacher, latency and memory, per runtime, points and batch."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("profile")(profile)
+
+
+def _ints(text: str, option: str) -> list[int]:
+    from foundry_edge.errors import FoundryError
+
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise FoundryError(f"{option} takes comma-separated integers such as 1024,4096, got {text!r}") from None
+
+
+def _bytes(text: str | None) -> int | None:
+    """'4G', '512M', '1500000' -> bytes."""
+    from foundry_edge.errors import FoundryError
+
+    if text is None:
+        return None
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    try:
+        scale = units.get(text[-1].upper(), 1)
+        return int(float(text[:-1] if text[-1].upper() in units else text) * scale)
+    except (ValueError, IndexError):
+        raise FoundryError(f"--memory-limit takes a size such as 4G or 512M, got {text!r}") from None
+
+
+def profile(
+    student: List[str] = typer.Option([], "--student", help="Student: preset, 'default', checkpoint, .onnx or .plan (repeatable)."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher to compare against (same forms as --student)."),
+    runtime: str = typer.Option("torch", "--runtime", help="Comma-separated: torch, ort-cpu, ort-cuda, ort-trt, trt."),
+    points: str = typer.Option("1024", "--points", help="Comma-separated points per cloud (groups scale as N/16)."),
+    batch: str = typer.Option("1", "--batch", help="Comma-separated batch sizes."),
+    warmup: float = typer.Option(0.2, "--warmup", help="Warm-up seconds before timing (trtexec: 0.2)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Timed iterations (instead of --duration)."),
+    duration: Optional[float] = typer.Option(None, "--duration", help="Timed seconds (default 3, trtexec's)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch / ONNX Runtime (default: usable cores)."),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds before one measurement is stopped and recorded as timed out."),
+    memory_limit: Optional[str] = typer.Option(None, "--memory-limit", help="Address-space limit per measurement (RLIMIT_AS), e.g. 8G."),
+    operators: bool = typer.Option(False, "--operators", help="Add ONNX Runtime's time by operator type (ort-cpu)."),
+    out: Path = typer.Option(Path("profile"), "-o", "--out", help="Output folder: report.json/.md/.html and the export cache."),
+) -> None:
+    """Profile students against a teacher: latency, throughput, memory, FLOPs and speed-up."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from foundry_edge.profiling import ProfileConfig, Subject, run_profile, total_steps, write_reports
+
+    config = ProfileConfig(
+        students=[Subject(spec, "student") for spec in student],
+        teacher=Subject(teacher, "teacher") if teacher else None,
+        runtimes=[r.strip() for r in runtime.split(",") if r.strip()], points=_ints(points, "--points"),
+        batches=_ints(batch, "--batch"), warmup_s=warmup, iterations=iterations, duration_s=duration,
+        **({"threads": threads} if threads is not None else {}), timeout_s=timeout,
+        memory_limit_bytes=_bytes(memory_limit), out_dir=out, operators=operators)
+    console = Console(stderr=True)
+    console.print(f"profile: {', '.join(s.spec for s in config.subjects)} on {', '.join(config.runtimes)}, "
+                  f"points {config.points}, batch {config.batches}, {config.threads} threads", markup=False)
+    start = time.perf_counter()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("profiling", total=total_steps(config))
+        last = {"label": None}
+
+        def step(label: str) -> None:
+            if last["label"] is not None:
+                bar.advance(task)
+            last["label"] = label
+            bar.update(task, description=label)
+
+        report = run_profile(config, progress=step)
+    paths = write_reports(report, out)
+    measured = report["measurements"]
+    failed = [m for m in measured if m.get("status") != "ok"]
+    for m in failed:
+        console.print(f"[red]not measured[/red] {escape(m['model'])} {m['runtime']} N={m['points']} B={m['batch']}: "
+                      f"{escape(m['error'])}")
+    for c in report["comparisons"]:
+        console.print(f"{c['student']} vs {c['teacher']} {c['runtime']} N={c['points']} B={c['batch']}: "
+                      f"{c['speedup']:.2f}x faster (FLOPs ratio {c['flops_ratio'] or float('nan'):.2f}x)")
+    sizes = ", ".join(f"{p} ({p.stat().st_size / 1024:.0f} KiB)" for p in paths.values())
+    console.print(f"wrote {sizes} in {time.perf_counter() - start:.1f} s", markup=False)
+    typer.echo(f"{'PASSED' if not failed else 'FAILED'}: {len(measured) - len(failed)} of {len(measured)} measurements")
+    if failed:
+        raise typer.Exit(1)

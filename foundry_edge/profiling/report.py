@@ -1,0 +1,182 @@
+"""The profile report: report.json (schema "foundry-edge/profile", version 1), report.md, report.html.
+
+report.json holds everything; Markdown and HTML are views of it. Top-level keys:
+    schema, schema_version, created, duration_s, settings (what is timed, threads, warm-up, iterations),
+    machine (facts, matmul peak), models (per model and point count: params, FLOPs per cloud, inputs),
+    measurements (one row per model x runtime x points x batch: latency_ms, samples_ms, throughput_cps,
+    memory, flops, achieved_gflops, percent_of_peak, or status "error" with `error`),
+    comparisons (student vs teacher: speedup, flops_ratio, speedup_over_flops, memory ratios),
+    operators (ONNX Runtime time by operator type, where asked), notes (lines a reader must see).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+SCHEMA = "foundry-edge/profile"
+SCHEMA_VERSION = 1
+TIMED = ("runtime.infer(points): a (B, N, 3) float32 host array in, host arrays out (host in -> host out); "
+         "host-device copies and the in-graph grouping (normalisation, FPS, kNN) are inside the timed call")
+
+
+def build(config, facts: dict, peak: dict, models: dict, measurements: list[dict], operators: list[dict],
+          notes: list[str], started: float) -> dict:
+    """Assemble the report dict from what the runner measured."""
+    peak_gflops = peak.get("matmul", {}).get("gflops") if peak.get("status") == "ok" else None
+    if peak_gflops is None:
+        notes = notes + [f"matmul peak not measured: {peak.get('error')}"]
+    for row in measurements:
+        add_efficiency(row, peak_gflops)
+    for key, info in models.items():
+        if "error" in info:
+            notes = notes + [f"{key[0]} at {key[1]} points: {info['error']}"]
+    return {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+        "created": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": time.time() - started,
+        "settings": settings(config),
+        "machine": {**facts, "matmul_peak": {**peak.get("matmul", {}), "status": peak.get("status"),
+                                             "error": peak.get("error")}},
+        "models": [{"model": label, "points": points, **info} for (label, points), info in models.items()],
+        "measurements": measurements,
+        "comparisons": comparisons(config, measurements, models),
+        "operators": operators,
+        "notes": notes,
+    }
+
+
+def settings(config) -> dict:
+    return {"timed": TIMED, "threads": config.threads,
+            "thread_settings": f"torch.set_num_threads({config.threads}), ONNX Runtime intra_op_num_threads="
+                               f"{config.threads}, OMP/MKL/OPENBLAS_NUM_THREADS={config.threads}",
+            "warmup_s": config.warmup_s, "iterations": config.iterations, "duration_s": config.duration_s,
+            "timeout_s": config.timeout_s, "memory_limit_bytes": config.memory_limit_bytes,
+            "runtimes": config.runtimes, "points": config.points, "batches": config.batches,
+            "teacher": config.teacher.spec if config.teacher else None,
+            "students": [s.spec for s in config.students], "process": "one fresh process per measurement"}
+
+
+def add_efficiency(row: dict, peak_gflops: float | None) -> None:
+    """achieved GFLOP/s = FLOPs of the batch / median latency, and its share of the matmul peak."""
+    row["achieved_gflops"] = row["percent_of_peak"] = None
+    if row.get("status") == "ok" and row.get("flops"):
+        row["achieved_gflops"] = row["flops"] / (row["latency_ms"]["median"] / 1e3) / 1e9
+        if peak_gflops:
+            row["percent_of_peak"] = 100 * row["achieved_gflops"] / peak_gflops
+
+
+def comparisons(config, measurements: list[dict], models: dict) -> list[dict]:
+    """Student vs teacher at the same runtime, points and batch: speed-up, FLOPs ratio, memory ratios."""
+    if config.teacher is None:
+        return []
+    teacher = {(m["runtime"], m["points"], m["batch"]): m for m in measurements
+               if m["role"] == "teacher" and m.get("status") == "ok"}
+    rows = []
+    for m in measurements:
+        t = teacher.get((m["runtime"], m["points"], m["batch"]))
+        if m["role"] != "student" or m.get("status") != "ok" or t is None:
+            continue
+        if models[m["model"], m["points"]].get("inputs_differ_from_teacher"):
+            continue
+        speedup = t["latency_ms"]["median"] / m["latency_ms"]["median"]
+        flops_ratio = t["flops"] / m["flops"] if t.get("flops") and m.get("flops") else None
+        rows.append({
+            "student": m["model"], "teacher": t["model"], "runtime": m["runtime"], "points": m["points"],
+            "batch": m["batch"], "speedup": speedup, "flops_ratio": flops_ratio,
+            "speedup_over_flops": speedup / flops_ratio if flops_ratio else None,
+            "peak_rss_ratio": _ratio(m["memory"].get("peak_rss_bytes"), t["memory"].get("peak_rss_bytes")),
+            "device_memory_ratio": _ratio(m["memory"].get("device_used_bytes"), t["memory"].get("device_used_bytes")),
+            "model_bytes_ratio": _ratio(m["memory"].get("model_bytes"), t["memory"].get("model_bytes")),
+        })
+    return rows
+
+
+def _ratio(a, b):
+    return a / b if a and b else None
+
+
+# -- Markdown --------------------------------------------------------------------------------------
+def _f(value, fmt: str = ".2f", none: str = "-") -> str:
+    return none if value is None else format(value, fmt)
+
+
+def _mib(value) -> str:
+    return "-" if value is None else f"{value / 2**20:.1f}"
+
+
+def to_markdown(report: dict) -> str:
+    """A report people read: settings, machine, latency and memory table, comparisons, errors, operators."""
+    s, m = report["settings"], report["machine"]
+    peak = m["matmul_peak"]
+    lines = [
+        "# foundry-edge profile", "",
+        f"Created {report['created']} in {report['duration_s']:.0f} s on {m['cpu']} ({m['usable_cores']} usable cores, "
+        f"{_f(m['ram_bytes'] and m['ram_bytes'] / 2**30, '.1f')} GiB RAM), {s['threads']} threads. "
+        f"GPU: {', '.join(g['name'] for g in m['gpus']) or 'none'}.", "",
+        f"- Timed: {s['timed']}.",
+        f"- Threads: {s['thread_settings']}.",
+        f"- Warm-up {s['warmup_s']} s, then " + (f"{s['iterations']} iterations" if s["iterations"] else
+                                                  f"{s['duration_s']} s") + "; " + s["process"] + ".",
+        f"- fp32 matmul peak: {_f(peak.get('gflops'), '.1f')} GFLOP/s (numpy {_f(peak.get('numpy'), '.1f')}, "
+        f"torch {_f(peak.get('torch'), '.1f')}, {peak.get('size')}^3).",
+        f"- Versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}.",
+    ]
+    if m.get("jetson"):
+        lines.append(f"- Jetson: {m['jetson'].get('l4t')}; power mode: {m['jetson'].get('nvpmodel')}.")
+    lines += ["", "## Latency and memory", "",
+              "| model | runtime | points | batch | median ms | mean | p90 | p95 | p99 | std | min | clouds/s | "
+              "peak RSS MiB | device MiB | model MiB | GFLOPs | GFLOP/s | % peak |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in report["measurements"]:
+        if r.get("status") != "ok":
+            continue
+        lat, mem = r["latency_ms"], r["memory"]
+        lines.append(f"| {r['model']} | {r['runtime']} | {r['points']} | {r['batch']} | {lat['median']:.2f} | "
+                     f"{lat['mean']:.2f} | {lat['p90']:.2f} | {lat['p95']:.2f} | {lat['p99']:.2f} | {lat['std']:.2f} | "
+                     f"{lat['min']:.2f} | {r['throughput_cps']:.1f} | {_mib(mem.get('peak_rss_bytes'))} | "
+                     f"{_mib(mem.get('device_used_bytes'))} | {_mib(mem.get('model_bytes'))} | "
+                     f"{_f(r['flops'] and r['flops'] / 1e9, '.3f')} | {_f(r['achieved_gflops'], '.1f')} | "
+                     f"{_f(r['percent_of_peak'], '.0f')} |")
+    if report["comparisons"]:
+        lines += ["", "## Student vs teacher", "",
+                  "| student | runtime | points | batch | speed-up | FLOPs ratio | speed-up / FLOPs ratio | "
+                  "peak RSS ratio | model size ratio |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for c in report["comparisons"]:
+            lines.append(f"| {c['student']} | {c['runtime']} | {c['points']} | {c['batch']} | {c['speedup']:.2f}x | "
+                         f"{_f(c['flops_ratio'])}x | {_f(c['speedup_over_flops'] and 100 * c['speedup_over_flops'], '.0f')}% | "
+                         f"{_f(c['peak_rss_ratio'])} | {_f(c['model_bytes_ratio'])} |")
+    errors = [r for r in report["measurements"] if r.get("status") != "ok"]
+    if errors:
+        lines += ["", "## Not measured", ""]
+        lines += [f"- {r['model']} {r['runtime']} N={r['points']} B={r['batch']}: [{r['error_kind']}] {r['error']}"
+                  for r in errors]
+    lines += operators_markdown(report["operators"])
+    if report["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def operators_markdown(operators: list[dict], top: int = 8) -> list[str]:
+    lines = []
+    for row in operators:
+        head = f"### {row['model']}, ONNX Runtime CPU, N={row['points']} B={row['batch']}"
+        if row.get("status") != "ok":
+            lines += ["", head, "", f"not profiled: {row.get('error')}"]
+            continue
+        lines += ["", head, "", "| operator | ms / run | % | nodes |", "|---|---:|---:|---:|"]
+        lines += [f"| {op['op_type']} | {op['ms_per_run']:.2f} | {op['percent']:.1f} | {op['nodes']} |"
+                  for op in row["operators"][:top]]
+    return (["", "## Where the time goes (by operator)"] + lines) if lines else []
+
+
+def write_reports(report: dict, out_dir: str | Path) -> dict[str, Path]:
+    """report.json, report.md and report.html in `out_dir`, each written atomically."""
+    from foundry_edge.fileio import write_json_atomic, write_text_atomic
+    from foundry_edge.profiling.html import to_html
+
+    out = Path(out_dir)
+    return {"json": write_json_atomic(out / "report.json", report),
+            "markdown": write_text_atomic(out / "report.md", to_markdown(report)),
+            "html": write_text_atomic(out / "report.html", to_html(report))}

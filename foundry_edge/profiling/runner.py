@@ -1,0 +1,279 @@
+"""The profile: every (model, runtime, point count, batch) measured in its own worker process.
+
+    config -> machine facts + matmul peak -> per model and point count: cost and the runtime's file
+           -> one worker per measurement (spec JSON in, result JSON out) -> comparisons -> report dict
+
+A worker that runs out of memory, is killed, or runs past the time-out becomes a result with an
+`error` field; a model that does not load or a runtime that is not installed likewise, and the other
+measurements go on.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from foundry_edge.errors import FoundryError
+from foundry_edge.profiling.subjects import Subject, artifact_for, describe
+
+RUNTIMES = ("torch", "ort-cpu", "ort-cuda", "ort-trt", "trt")
+WORKER = "foundry_edge.profiling.worker"
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@dataclass
+class ProfileConfig:
+    """What to measure and how; the CLI's options map one to one onto these fields."""
+
+    students: list[Subject]
+    teacher: Subject | None = None
+    runtimes: list[str] = field(default_factory=lambda: ["torch"])
+    points: list[int] = field(default_factory=lambda: [1024])
+    batches: list[int] = field(default_factory=lambda: [1])
+    warmup_s: float = 0.2  # trtexec's default warm-up
+    iterations: int | None = None
+    duration_s: float | None = None  # 3 s (trtexec's default) when neither is given
+    threads: int = field(default_factory=default_threads)
+    timeout_s: float = 600.0
+    memory_limit_bytes: int | None = None
+    out_dir: Path = Path("profile")
+    operators: bool = False  # add an ONNX Runtime profile by operator type (ort-cpu measurements)
+    matmul_size: int = 2048
+
+    def __post_init__(self):
+        if self.iterations is not None and self.duration_s is not None:
+            raise FoundryError("give either --iterations or --duration, not both")
+        if self.iterations is None and self.duration_s is None:
+            self.duration_s = 3.0
+        unknown = [r for r in self.runtimes if r not in RUNTIMES]
+        if unknown:
+            raise FoundryError(f"unknown runtime(s) {unknown}; choose from {', '.join(RUNTIMES)}")
+        for name, values in (("points", self.points), ("batch", self.batches)):
+            if not values or min(values) < 1:
+                raise FoundryError(f"--{name} needs positive integers, got {values}")
+        if not self.students and self.teacher is None:
+            raise FoundryError("nothing to profile: give --student and/or --teacher")
+        if self.iterations is not None and self.iterations < 1 or self.threads < 1 or self.timeout_s <= 0:
+            raise FoundryError("--iterations, --threads and --timeout must be positive")
+        labels = [subject.label for subject in self.subjects]
+        if len(set(labels)) != len(labels):
+            raise FoundryError(f"each model may be named once, got {labels}")
+        self.out_dir = Path(self.out_dir)
+
+    @property
+    def subjects(self) -> list[Subject]:
+        return ([self.teacher] if self.teacher else []) + list(self.students)
+
+
+def runtime_problem(runtime: str) -> str | None:
+    """Why `runtime` cannot run here (naming the extra that brings it), or None."""
+    needs = {"torch": ("torch", "torch"), "ort-cpu": ("onnxruntime", "cpu"), "ort-cuda": ("onnxruntime", "gpu"),
+             "ort-trt": ("onnxruntime", "gpu"), "trt": ("tensorrt", "trt")}
+    module, extra = needs[runtime]
+    if importlib.util.find_spec(module) is None:
+        return f"runtime {runtime} needs '{module}', which is not installed; install it with: pip install 'foundry-edge[{extra}]'"
+    provider = {"ort-cuda": "CUDAExecutionProvider", "ort-trt": "TensorrtExecutionProvider"}.get(runtime)
+    if provider:
+        import onnxruntime
+
+        if provider not in onnxruntime.get_available_providers():
+            return (f"runtime {runtime} needs ONNX Runtime's {provider}, found only "
+                    f"{onnxruntime.get_available_providers()}; install it with: pip install 'foundry-edge[gpu]'")
+    return None
+
+
+def run_worker(spec: dict, timeout_s: float, threads: int, module: str = WORKER) -> dict:
+    """Run one spec in a fresh `python -m module` process; always return a result dict.
+
+    The child's own peak RSS comes from wait4's rusage, so it is known even when the child was killed.
+    """
+    env = {**os.environ, **{name: str(threads) for name in THREAD_VARIABLES}}
+    with tempfile.TemporaryDirectory(prefix="foundry-profile-") as tmp:
+        spec_path, result_path, log_path = (Path(tmp) / name for name in ("spec.json", "result.json", "log.txt"))
+        spec_path.write_text(json.dumps(spec), encoding="utf-8")
+        start = time.perf_counter()
+        with open(log_path, "w", encoding="utf-8") as log:
+            child = subprocess.Popen([sys.executable, "-m", module, str(spec_path), str(result_path)],
+                                     stdout=log, stderr=subprocess.STDOUT, env=env)
+        status, rusage, timed_out = _wait(child, timeout_s)
+        wall_s = time.perf_counter() - start
+        if result_path.is_file():
+            result = json.loads(result_path.read_text(encoding="utf-8"))
+        else:
+            result = _failure(status, timed_out, timeout_s, log_path.read_text(errors="replace"),
+                              spec.get("memory_limit_bytes"))
+    result["wall_s"] = wall_s
+    result["child_peak_rss_bytes"] = rusage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    return result
+
+
+def _wait(child: subprocess.Popen, timeout_s: float):
+    """Reap the child with wait4 (for its rusage), killing it after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    timed_out = False
+    while True:
+        pid, status, rusage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            child.returncode = os.waitstatus_to_exitcode(status)
+            return child.returncode, rusage, timed_out
+        if time.monotonic() > deadline and not timed_out:
+            child.kill()
+            timed_out = True
+        time.sleep(0.02)
+
+
+def _failure(code: int, timed_out: bool, timeout_s: float, log: str, memory_limit: int | None) -> dict:
+    """A result for a worker that wrote none: time-out, killed (out of memory), or a crash."""
+    last = next((line for line in reversed(log.strip().splitlines()) if line.strip()), "no output")
+    if timed_out:
+        return {"status": "error", "error_kind": "timeout",
+                "error": f"timed out after {timeout_s:g} s; raise --timeout or lower --points/--batch/--duration"}
+    signame = signal.Signals(-code).name if code < 0 else f"exit code {code}"
+    limited = memory_limit and (code < 0 and -code in (signal.SIGSEGV, signal.SIGABRT)
+                                or any(word in log for word in ("Cannot allocate memory", "bad_alloc")))
+    if code == -signal.SIGKILL or "MemoryError" in log or limited:
+        limit = f" (address-space limit {memory_limit / 2**20:.0f} MiB)" if memory_limit else " (SIGKILL: most often the OOM killer)"
+        return {"status": "error", "error_kind": "oom",
+                "error": f"the worker ran out of memory{limit}: {signame}, last output: {last[:300]}"}
+    return {"status": "error", "error_kind": "crash", "error": f"the worker failed ({signame}): {last[:300]}"}
+
+
+Progress = Callable[[str], None]
+
+
+def run_profile(config: ProfileConfig, progress: Progress | None = None) -> dict:
+    """Measure everything `config` asks for and return the report dict (see report.py for its schema)."""
+    from foundry_edge.profiling import report
+    from foundry_edge.profiling.machine import Tegrastats, machine_facts
+
+    progress = progress or (lambda label: None)
+    started = time.time()
+    with Tegrastats() as tegrastats:
+        progress("matmul peak")
+        peak = run_worker({"kind": "matmul-peak", "threads": config.threads, "size": config.matmul_size},
+                          config.timeout_s, config.threads)
+        models, notes = describe_all(config, progress)
+        measurements = [measure_one(config, models, subject, runtime, points, batch, progress)
+                        for subject, runtime, points, batch in plan(config)]
+        operators = operator_profiles(config, models, progress) if config.operators else []
+    facts = machine_facts(config.threads)
+    facts["tegrastats"] = tegrastats.lines
+    return report.build(config, facts, peak, models, measurements, operators, notes, started)
+
+
+def plan(config: ProfileConfig):
+    """(subject, runtime, points, batch) in the order they run: teacher first, then each student."""
+    for subject in config.subjects:
+        for runtime in config.runtimes:
+            for points in config.points:
+                for batch in config.batches:
+                    yield subject, runtime, points, batch
+
+
+def total_steps(config: ProfileConfig) -> int:
+    """How many times `run_profile` calls `progress` (for a progress bar)."""
+    subjects, n_points = len(config.subjects), len(config.points)
+    operators = subjects * n_points * len(config.batches) if config.operators and "ort-cpu" in config.runtimes else 0
+    return 1 + subjects * n_points + subjects * len(config.runtimes) * n_points * len(config.batches) + operators
+
+
+def describe_all(config: ProfileConfig, progress: Progress) -> tuple[dict, list[str]]:
+    """{(label, points): cost and inputs, or {"error": ...}} and notes on teacher/student mismatches."""
+    models: dict = {}
+    for subject in config.subjects:
+        for points in config.points:
+            progress(f"cost of {subject.label} at {points} points")
+            try:
+                models[subject.label, points] = {"role": subject.role, **describe(subject, points)}
+            except FoundryError as exc:
+                models[subject.label, points] = {"role": subject.role, "error": str(exc)}
+    return models, input_mismatches(config, models)
+
+
+def input_mismatches(config: ProfileConfig, models: dict) -> list[str]:
+    """A line for each student whose inputs differ from the teacher's; marks it so no speed-up is computed."""
+    notes = []
+    if config.teacher is None:
+        return notes
+    for student in config.students:
+        for points in config.points:
+            t, s = models[config.teacher.label, points], models[student.label, points]
+            if "error" in t or "error" in s:
+                continue
+            if (t["inputs"], t["normalize_in_graph"]) != (s["inputs"], s["normalize_in_graph"]):
+                s["inputs_differ_from_teacher"] = True
+                notes.append(f"{student.label} and the teacher {config.teacher.label} take different inputs at "
+                             f"{points} points ({s['inputs']}, normalised in graph: {s['normalize_in_graph']} vs "
+                             f"{t['inputs']}, {t['normalize_in_graph']}): no speed-up is computed for them")
+    return notes
+
+
+def measure_one(config: ProfileConfig, models: dict, subject: Subject, runtime: str, points: int, batch: int,
+                progress: Progress) -> dict:
+    """One row of the report: the worker's result with the model's cost and the key it was run for."""
+    progress(f"{subject.label} {runtime} N={points} B={batch}")
+    info = models[subject.label, points]
+    row = {"model": subject.label, "spec": subject.spec, "role": subject.role, "runtime": runtime,
+           "points": points, "batch": batch}
+    problem = info.get("error") or runtime_problem(runtime)
+    path = None
+    if problem is None:
+        try:
+            path = artifact_for(subject, runtime, points, config.out_dir / "cache")
+        except FoundryError as exc:
+            problem = str(exc)
+    if problem:
+        return {**row, "status": "error", "error_kind": "error", "error": problem}
+    spec = {"kind": "latency", "runtime": runtime, "points": points, "batch": batch, "threads": config.threads,
+            "model": {"spec": subject.spec, "overrides": subject.overrides, "path": path},
+            "warmup_s": config.warmup_s, "iterations": config.iterations, "duration_s": config.duration_s,
+            "memory_limit_bytes": config.memory_limit_bytes}
+    result = run_worker(spec, config.timeout_s, config.threads)
+    result.setdefault("memory", {})
+    result["memory"].update(model_bytes=_file_size(path) or info.get("model_bytes"),
+                            model_bytes_source="onnx file" if path else info.get("model_bytes_source"))
+    flops = info.get("flops") and info["flops"] * batch
+    return {**row, "artifact": path, "params": info.get("params"), "flops": flops, **result}
+
+
+def _file_size(path: str | None) -> int | None:
+    return Path(path).stat().st_size if path and Path(path).is_file() else None
+
+
+def operator_profiles(config: ProfileConfig, models: dict, progress: Progress) -> list[dict]:
+    """ONNX Runtime's own profile, summed by operator type, for each model's ort-cpu ONNX."""
+    rows = []
+    if "ort-cpu" not in config.runtimes:
+        return rows
+    for subject in config.subjects:
+        for points in config.points:
+            for batch in config.batches:
+                progress(f"operators of {subject.label} N={points} B={batch}")
+                row = {"model": subject.label, "points": points, "batch": batch}
+                try:
+                    path = None if "error" in models[subject.label, points] else \
+                        artifact_for(subject, "ort-cpu", points, config.out_dir / "cache")
+                except FoundryError as exc:
+                    rows.append({**row, "status": "error", "error": str(exc)})
+                    continue
+                if path is None:
+                    rows.append({**row, "status": "error", "error": models[subject.label, points]["error"]})
+                    continue
+                spec = {"kind": "operators", "model": {"path": path}, "points": points, "batch": batch,
+                        "threads": config.threads, "iterations": 10,
+                        "memory_limit_bytes": config.memory_limit_bytes}
+                rows.append({**row, **run_worker(spec, config.timeout_s, config.threads)})
+    return rows

@@ -1,0 +1,159 @@
+"""The models a profile compares: what the user named (preset, `default`, checkpoint, .onnx, .plan),
+the model at a given point count, its cost, and the file a runtime opens.
+
+The group count scales with the points (`ModelConfig.replace(num_points=...)` keeps N / 16), so a
+student and its teacher are compared at the same c at every point count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from foundry_edge.errors import FoundryError
+
+ONNX_SUFFIXES = (".onnx",)
+PLAN_SUFFIXES = (".plan", ".engine")
+
+
+@dataclass
+class Subject:
+    """One model to profile, as named on the command line; `overrides` apply to presets only."""
+
+    spec: str
+    role: str  # "teacher" or "student"
+    overrides: dict = field(default_factory=dict)
+
+    @property
+    def format(self) -> str:
+        """'onnx', 'plan', or 'torch' (a preset, `default`, or a checkpoint)."""
+        suffix = Path(self.spec).suffix.lower()
+        return "onnx" if suffix in ONNX_SUFFIXES else "plan" if suffix in PLAN_SUFFIXES else "torch"
+
+    @property
+    def label(self) -> str:
+        return Path(self.spec).stem if self.format != "torch" or Path(self.spec).suffix else self.spec
+
+
+def build_model(spec: str, points: int, overrides: dict):
+    """(preset | 'default' | checkpoint) -> PointModel for clouds of `points` points, c = N / 16 kept."""
+    from foundry_edge.resolve import load_model
+
+    model, info = load_model(spec, **overrides)
+    if points != model.config.num_points:
+        config = model.config.replace(num_points=points)  # validates: s <= c, K <= N
+        if info["source"] == "preset":
+            model, _ = load_model(spec, **{**overrides, "num_points": points})
+        else:  # a checkpoint fixes the weights; the group count is not a weight
+            model.config = config
+            model.tokenizer.num_groups = config.num_groups
+    return model
+
+
+def read_onnx_manifest(path: str | Path) -> dict | None:
+    from foundry_edge.export.manifest import read_manifest
+
+    return read_manifest(path)
+
+
+def onnx_inputs(path: str | Path) -> list[dict]:
+    """The graph's inputs as [{"name", "shape"}] (a dim is an int or its symbolic name)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {init.name for init in graph.initializer}
+    return [{"name": value.name,
+             "shape": [d.dim_value if d.HasField("dim_value") else d.dim_param
+                       for d in value.type.tensor_type.shape.dim]}
+            for value in graph.input if value.name not in initializers]
+
+
+def check_points(subject: Subject, points: int, inputs: list[dict], manifest: dict | None) -> None:
+    """Refuse a point count a file's fixed dims or its manifest's profile does not admit."""
+    for spec in inputs:
+        if spec["name"] == "points" and len(spec["shape"]) == 3 and isinstance(spec["shape"][1], int) \
+                and spec["shape"][1] and spec["shape"][1] != points:
+            raise FoundryError(f"{subject.spec} takes exactly {spec['shape'][1]} points, not {points}; "
+                               f"profile it at --points {spec['shape'][1]} or export it with a dynamic point count")
+    low, _, high = ((manifest or {}).get("profiles") or {}).get("num_points", [None, None, None])
+    if low is not None and not low <= points <= high:
+        raise FoundryError(f"{subject.spec} admits {low}..{high} points (its manifest's profile), not {points}; "
+                           "re-export or rebuild it with a profile that covers this point count")
+
+
+def describe(subject: Subject, points: int) -> dict:
+    """Cost and inputs of a subject at `points`: params, FLOPs per cloud, model bytes, input signature.
+
+    FLOPs of an ONNX file or plan come from the PyTorch model its manifest describes (None without one).
+    """
+    if subject.format == "torch":
+        model = build_model(subject.spec, points, subject.overrides)
+        path = Path(subject.spec)
+        info = {"name": model.config.name, "kind": model.config.kind, "num_groups": model.config.num_groups,
+                "inputs": ["points"], "normalize_in_graph": model.config.normalize_input}
+        info.update(_cost(model, points))
+        if path.is_file():
+            info.update(model_bytes=path.stat().st_size, model_bytes_source="checkpoint file")
+        else:
+            info.update(model_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
+                        model_bytes_source="parameters in memory")
+        return info
+    path = Path(subject.spec)
+    if not path.is_file():
+        raise FoundryError(f"model file {subject.spec} does not exist; pass an existing .onnx/.plan, a preset or a checkpoint")
+    manifest = read_onnx_manifest(path)
+    inputs = onnx_inputs(path) if subject.format == "onnx" else (manifest or {}).get("inputs", [])
+    check_points(subject, points, inputs, manifest)
+    info = {"name": (manifest or {}).get("model", {}).get("name", subject.label),
+            "kind": (manifest or {}).get("model", {}).get("kind"), "inputs": [spec["name"] for spec in inputs],
+            "normalize_in_graph": ((manifest or {}).get("preprocessing") or {}).get("in_graph"),
+            "model_bytes": path.stat().st_size, "model_bytes_source": f"{subject.format} file",
+            "params": None, "flops": None}
+    config = (manifest or {}).get("model", {}).get("config")
+    if config:
+        from foundry_edge.models import ModelConfig, create_model
+
+        graph = ModelConfig.from_dict(config)  # the graph's group count is fixed at export
+        info["num_groups"] = graph.num_groups
+        info.update(_cost(create_model(graph.replace(num_points=points, num_groups=graph.num_groups)), points))
+    return info
+
+
+def _cost(model, points: int) -> dict:
+    from foundry_edge.models.flops import measure_cost
+
+    cost = measure_cost(model, points)
+    return {"params": cost.params, "flops": cost.flops}
+
+
+def cache_key(subject: Subject, points: int) -> str:
+    """A folder name that changes when the model, its overrides, a checkpoint's bytes or N change."""
+    path = Path(subject.spec)
+    stamp = [subject.spec, subject.overrides, points]
+    if path.is_file():
+        stamp += [path.stat().st_size, path.stat().st_mtime_ns]
+    digest = hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', subject.label)}-n{points}-{digest}"
+
+
+def artifact_for(subject: Subject, runtime: str, points: int, cache_dir: Path) -> str | None:
+    """The file `runtime` opens for a subject: None where the worker builds the model itself (torch),
+    the given file, or an ONNX exported at `points` into `cache_dir` (reused when already there)."""
+    if runtime == "torch":
+        if subject.format != "torch":
+            raise FoundryError(f"the torch runtime runs presets and checkpoints, not the {subject.format} file "
+                               f"{subject.spec}; use --runtime ort-cpu/ort-cuda/trt for it")
+        return None
+    if subject.format == "plan" and runtime != "trt":
+        raise FoundryError(f"{subject.spec} is a TensorRT plan; it runs with --runtime trt only")
+    if subject.format != "torch":
+        return subject.spec
+    target = cache_dir / cache_key(subject, points) / "model.onnx"
+    if not target.is_file():
+        from foundry_edge.export import export_model
+
+        export_model(build_model(subject.spec, points, subject.overrides), target)
+    return str(target)

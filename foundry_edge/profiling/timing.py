@@ -1,0 +1,46 @@
+"""Timing like trtexec: warm up for a time, then run a number of iterations or for a duration.
+
+Each iteration is one synchronous call (host in -> host out), timed with `time.perf_counter`; the raw
+per-iteration samples are kept so the report can draw their distribution.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+PERCENTILES = (90, 95, 99)
+
+
+def time_calls(fn: Callable[[], object], warmup_s: float, iterations: int | None = None,
+               duration_s: float | None = None, min_iterations: int = 3) -> list[float]:
+    """Call `fn` for `warmup_s` seconds untimed (at least once), then `iterations` times or for
+    `duration_s` seconds (at least `min_iterations` times); return each timed call in milliseconds."""
+    if (iterations is None) == (duration_s is None):
+        raise ValueError("give exactly one of iterations and duration_s")
+    start = time.perf_counter()
+    fn()
+    while time.perf_counter() - start < warmup_s:
+        fn()
+    samples: list[float] = []
+    start = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+        if iterations is not None:
+            if len(samples) >= iterations:
+                return samples
+        elif len(samples) >= min_iterations and time.perf_counter() - start >= duration_s:
+            return samples
+
+
+def summarize(samples_ms: list[float]) -> dict[str, float]:
+    """Per-iteration milliseconds -> min, mean, median, p90, p95, p99, std (population), max."""
+    import numpy as np
+
+    values = np.asarray(samples_ms, dtype=np.float64)
+    out = {"min": values.min(), "mean": values.mean(), "median": np.median(values)}
+    out.update({f"p{q}": np.percentile(values, q) for q in PERCENTILES})
+    out.update(std=values.std(), max=values.max())
+    return {key: float(value) for key, value in out.items()}

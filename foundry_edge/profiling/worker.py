@@ -1,0 +1,156 @@
+"""One measurement in a fresh process: `python -m foundry_edge.profiling.worker SPEC.json RESULT.json`.
+
+A fresh process per measurement keeps memory figures honest (peak RSS is this process's own, with
+nothing left over from an earlier model) and turns an out-of-memory or a crash into a result the
+parent records, never a crash of the whole profile. The spec and result are plain JSON:
+
+    spec:   {"kind": "latency" | "matmul-peak" | "operators", "runtime", "model": {"spec", "overrides",
+             "path"}, "points", "batch", "warmup_s", "iterations" | "duration_s", "threads",
+             "memory_limit_bytes", "seed"}
+    result: {"status": "ok" | "error", "error", "error_kind", ...figures (see run_latency)}
+
+What is timed: `runtime.infer(points)` on a (B, N, 3) float32 host array -> dict of host arrays, so
+host-to-device and device-to-host copies and the in-graph grouping (FPS + kNN) are included.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+
+from foundry_edge.errors import FoundryError
+
+CUDA_RUNTIMES = ("ort-cuda", "ort-trt", "trt")
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def current_rss_bytes() -> int | None:
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return psutil.Process().memory_info().rss
+
+
+def device_free_bytes() -> int | None:
+    """Free device memory from cudaMemGetInfo (cuda-python), or None without a usable CUDA device."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        return None
+    err, free, _total = cudart.cudaMemGetInfo()
+    return int(free) if int(err) == 0 else None
+
+
+def limit_memory(limit_bytes: int | None) -> None:
+    """Cap this process's address space (RLIMIT_AS) so an over-large model fails here, not the host."""
+    if limit_bytes:
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+
+def set_threads(threads: int, runtime: str) -> None:
+    """Pin the math libraries to `threads`; the ORT session gets its own intra_op_num_threads."""
+    if runtime == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def open_for(spec: dict):
+    """The runtime for a spec: a prepared file (ONNX / plan), or a model built in this process (torch)."""
+    from foundry_edge.runtimes import open_runtime
+
+    model = spec["model"]
+    if model.get("path"):
+        return open_runtime(model["path"], runtime=spec["runtime"], threads=spec["threads"])
+    from foundry_edge.profiling.subjects import build_model
+
+    return open_runtime(build_model(model["spec"], spec["points"], model.get("overrides") or {}),
+                        runtime=spec["runtime"], threads=spec["threads"])
+
+
+def make_clouds(batch: int, points: int, seed: int = 0):
+    """(B, N, 3) float32 clouds on the unit sphere with noise: deterministic, like real scans in scale."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    clouds = rng.normal(size=(batch, points, 3))
+    clouds /= np.linalg.norm(clouds, axis=-1, keepdims=True)
+    return (clouds + 0.02 * rng.normal(size=clouds.shape)).astype(np.float32)
+
+
+def run_latency(spec: dict) -> dict:
+    """Load, warm up, time; report latency statistics, throughput and memory."""
+    from foundry_edge.profiling.timing import summarize, time_calls
+
+    set_threads(spec["threads"], spec["runtime"])
+    clouds = make_clouds(spec["batch"], spec["points"], spec.get("seed", 0))
+    rss_start, free_start = current_rss_bytes(), device_free_bytes()
+    t0 = time.perf_counter()
+    with open_for(spec) as rt:
+        load_s = time.perf_counter() - t0
+        rss_loaded, free_loaded = current_rss_bytes(), device_free_bytes()
+        outputs = rt.infer(clouds)
+        samples = time_calls(lambda: rt.infer(clouds), spec["warmup_s"], spec.get("iterations"),
+                             spec.get("duration_s"))
+        free_end = device_free_bytes()
+        runtime_memory, provider = rt.memory(), rt.provider
+    latency = summarize(samples)
+    used = [free_start - free for free in (free_loaded, free_end) if None not in (free_start, free)]
+    return {
+        "latency_ms": latency, "samples_ms": samples, "iterations": len(samples),
+        "throughput_cps": spec["batch"] * 1e3 / latency["mean"], "load_s": load_s, "provider": provider,
+        "outputs": {name: list(value.shape) for name, value in outputs.items()},
+        "memory": {"rss_start_bytes": rss_start, "rss_loaded_bytes": rss_loaded, "peak_rss_bytes": peak_rss_bytes(),
+                   "device_used_bytes": max(used) if used else None, "runtime": runtime_memory},
+    }
+
+
+def run_matmul_peak(spec: dict) -> dict:
+    from foundry_edge.profiling.machine import matmul_gflops
+
+    return {"matmul": matmul_gflops(spec.get("size", 2048), spec.get("seconds", 1.0), spec["threads"])}
+
+
+def run_operators(spec: dict) -> dict:
+    from foundry_edge.profiling.operators import profile_operators
+
+    clouds = make_clouds(spec["batch"], spec["points"], spec.get("seed", 0))
+    return {"operators": profile_operators(spec["model"]["path"], clouds, spec["threads"],
+                                           spec.get("iterations") or 10)}
+
+
+KINDS = {"latency": run_latency, "matmul-peak": run_matmul_peak, "operators": run_operators}
+
+
+def measure(spec: dict) -> dict:
+    """Run one spec; user-fixable problems and out-of-memory become an `error`, bugs stay tracebacks."""
+    limit_memory(spec.get("memory_limit_bytes"))
+    try:
+        result = KINDS[spec["kind"]](spec)
+    except MemoryError as exc:
+        return {"status": "error", "error_kind": "oom", "error": f"out of memory (MemoryError: {exc})"}
+    except FoundryError as exc:
+        return {"status": "error", "error_kind": "error", "error": str(exc)}
+    return {"status": "ok", "error": None, "error_kind": None, **result}
+
+
+def main(argv: list[str]) -> int:
+    from foundry_edge.fileio import write_json_atomic
+
+    spec_path, result_path = argv
+    with open(spec_path, encoding="utf-8") as fh:
+        spec = json.load(fh)
+    write_json_atomic(result_path, measure(spec))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
