@@ -25,6 +25,7 @@ app = typer.Typer(
 # One module per command (or group of closely related commands), in the order `--help` lists them.
 COMMAND_MODULES = [
     "inspect",
+    "profile",
 ]
 
 for _name in COMMAND_MODULES:
