@@ -54,7 +54,7 @@ def validate_cloud(points, min_points: int = 1, source: str = "<array>") -> np.n
 def read_cloud(path, *, columns: Columns = None, min_points: int = 1) -> np.ndarray:
     """One cloud file -> (N, 3) float32. `columns`: three names (ply/pcd/las properties) or positions."""
     source = Path(path)
-    return validate_cloud(_coordinates(read_table(source), columns, source), min_points, str(source))
+    return validate_cloud(coordinates(read_table(source), columns, source), min_points, str(source))
 
 
 def read_cloud_with_fields(path, *, columns: Columns = None, min_points: int = 1) -> Dict[str, np.ndarray]:
@@ -66,7 +66,7 @@ def read_cloud_with_fields(path, *, columns: Columns = None, min_points: int = 1
     """
     source = Path(path)
     table = read_table(source)
-    points = validate_cloud(_coordinates(table, columns, source), min_points, str(source))
+    points = validate_cloud(coordinates(table, columns, source), min_points, str(source))
     fields = _named_fields(table) if isinstance(table, dict) else _array_fields(table)
     return {"points": points, **fields}
 
@@ -78,8 +78,7 @@ def read_table(source: Path):
     suffix = source.suffix.lower()
     reader = _READERS.get(suffix) or (_read_text if suffix in _TEXT_SUFFIXES else None)
     if reader is None:
-        raise FoundryError(f"{source}: unknown point-cloud suffix '{suffix}'; expected one of "
-                           f"{sorted(set(_READERS) | set(_TEXT_SUFFIXES))}")
+        raise FoundryError(f"{source}: unknown point-cloud suffix '{suffix}'; expected one of {list(CLOUD_SUFFIXES)}")
     try:
         table = reader(source)
     except (ValueError, EOFError, OSError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
@@ -90,7 +89,7 @@ def read_table(source: Path):
     return table
 
 
-def _coordinates(table, columns: Columns, source: Path) -> np.ndarray:
+def coordinates(table, columns: Columns, source: Path) -> np.ndarray:
     """(N, 3) coordinates from a table: named x y z by default, else the first three columns."""
     if isinstance(table, dict):
         names = list(table)
@@ -222,3 +221,4 @@ def _read_pcd(source: Path) -> np.ndarray:
 
 _READERS = {".npy": _read_npy, ".npz": _read_npz, ".ply": _read_ply, ".pcd": _read_pcd,
             ".las": _read_las, ".laz": _read_las}
+CLOUD_SUFFIXES = tuple(sorted(set(_READERS) | set(_TEXT_SUFFIXES)))
