@@ -25,7 +25,9 @@ app = typer.Typer(
 # One module per command (or group of closely related commands), in the order `--help` lists them.
 COMMAND_MODULES = [
     "inspect",
+    "convert",
     "profile",
+    "train",
 ]
 
 for _name in COMMAND_MODULES:

@@ -1,0 +1,101 @@
+"""Fine-tuning a teacher or a student with a classification or a part-segmentation head.
+
+The same code serves both kinds: heads read tokens of the model's token width, which for a student are
+its reconstruction of the teacher's tokens. `freeze_backbone` trains the head alone on frozen tokens
+(what the distilled tokens are worth as they are); otherwise everything trains (the paper's fine-tune).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from foundry_edge.errors import FoundryError
+
+TASKS = ("cls", "seg")
+HEADS = ("cls_head.", "seg_head.")
+
+
+def with_head(model, task: str, num_outputs: int):
+    """(PointModel, 'cls' | 'seg', classes or parts) -> a PointModel with that head.
+
+    The backbone's weights carry over; an existing head of the same size carries over too (so a
+    fine-tune can continue), any other head starts fresh.
+    """
+    from foundry_edge.checkpoint import load_weights
+    from foundry_edge.models.model import PointModel
+
+    if task not in TASKS:
+        raise FoundryError(f"task must be one of {TASKS}, got {task!r}")
+    field, prefix = ("num_classes", "cls_head.") if task == "cls" else ("num_part_classes", "seg_head.")
+    config = model.config.replace(**{field: num_outputs})
+    state = model.state_dict()
+    if getattr(model.config, field) != num_outputs:
+        state = {k: v for k, v in state.items() if not k.startswith(prefix)}
+    new = PointModel(config)
+    load_weights(new, state, allow_missing=(prefix,), source=f"{model.config.name} backbone")
+    return new
+
+
+def freeze_backbone(model) -> None:
+    """Only the heads keep gradients."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith(HEADS))
+
+
+def head_only_train_mode(model) -> None:
+    """Heads train; the frozen backbone stays in eval (BatchNorm statistics fixed, DSO by argmax)."""
+    model.train()
+    for name, child in model.named_children():
+        if name not in ("cls_head", "seg_head"):
+            child.eval()
+
+
+def make_loss_fn(task: str):
+    """(net, batch) -> (cross-entropy, {"acc": batch accuracy}) for labels or per-point parts."""
+    import torch.nn.functional as F
+
+    def loss_fn(net, batch):
+        out = net(batch["points"])
+        if task == "cls":
+            logits, target = out["logits"], batch["label"]
+        else:
+            logits, target = out["seg_logits"].transpose(1, 2), batch["parts"]  # (B, P, N) for cross_entropy
+        loss = F.cross_entropy(logits, target)
+        return loss, {"acc": float((logits.argmax(dim=1) == target).float().mean())}
+
+    return loss_fn
+
+
+def finetune(model_spec, task: str, dataset, out_dir, *, overrides: dict | None = None, train=None,
+             frozen: bool = False, resume=None, log=print):
+    """Fine-tune `model_spec` (preset, bundled name, checkpoint or model) on `dataset` for `task`.
+
+    A preset trains from scratch (how the bundled teacher was made); writes `out_dir/checkpoint.pt`
+    and `log.jsonl`; returns the engine's TrainResult.
+    """
+    import torch
+
+    from foundry_edge.training.data import num_classes_of, num_parts_of
+    from foundry_edge.training.distill import resolve_model
+    from foundry_edge.training.engine import Job, TrainConfig, fit
+
+    train = train or TrainConfig()
+    if task not in TASKS:
+        raise FoundryError(f"task must be one of {TASKS}, got {task!r}")
+    if task == "seg" and dataset[0].get("parts") is None:
+        raise FoundryError("part segmentation needs per-point part labels, and this data set has none: "
+                           "use --task cls or a data set with parts")
+    torch.manual_seed(train.seed)
+    base, info = resolve_model(model_spec, overrides)
+    outputs = num_classes_of(dataset) if task == "cls" else num_parts_of(dataset)
+    model = with_head(base, task, outputs)
+    if frozen:
+        freeze_backbone(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log(f"finetune: {model.config.name} ({info['source']}, {model.config.kind}) for {task} with {outputs} outputs; "
+        f"{trainable} trainable parameters{' (backbone frozen)' if frozen else ''}")
+    provenance = {"source": "finetune", "base": info.get("path", info.get("name")), "base_sha256": info.get("sha256"), "task": task,
+                  "frozen_backbone": frozen}
+    job = Job("finetune", model, make_loss_fn(task), dataset, train, Path(out_dir), provenance=provenance,
+              resume=Path(resume) if resume else None, train_mode=head_only_train_mode if frozen else None)
+    return fit(job)
