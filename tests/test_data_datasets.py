@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from foundry_edge.data import SyntheticShapes, iter_batches, load_clouds, open_dataset
+from foundry_edge.data import SyntheticShapes, iter_batches, load_clouds, open_dataset, read_clouds
 from foundry_edge.data.datasets import SCANOBJECTNN_CLASSES, detect_layout
 from foundry_edge.errors import FoundryError
 
@@ -149,3 +149,17 @@ def test_load_clouds_mixes_files_batches_folders_and_synthetic(tmp_path, rng):
         load_clouds(tmp_path / "nope.ply", 32)
     with pytest.raises(FoundryError, match="at least one"):
         load_clouds([], 32)
+
+
+def test_read_clouds_keeps_stored_sizes_and_labels(tmp_path, rng):
+    for cls, size in (("a", 30), ("b", 70)):
+        (tmp_path / "set" / cls).mkdir(parents=True)
+        np.save(tmp_path / "set" / cls / "x.npy", clouds_of(rng, 1, size)[0])
+    clouds, labels = read_clouds(tmp_path / "set")
+    assert [len(c) for c in clouds] == [30, 70] and labels == [0, 1]
+    np.save(tmp_path / "loose.npy", clouds_of(rng, 1, 10)[0])
+    clouds, labels = read_clouds([tmp_path / "set", tmp_path / "loose.npy"], limit=2)
+    assert len(clouds) == 2 and labels == [0, 1]  # the limit stops before the unlabelled file
+    assert read_clouds([tmp_path / "set", tmp_path / "loose.npy"])[1] is None
+    with pytest.raises(FoundryError, match="num_points >= 1"):
+        load_clouds(tmp_path / "set", None)

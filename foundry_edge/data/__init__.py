@@ -1,10 +1,10 @@
 """Point-cloud data: readers, data set layouts, preprocessing and a synthetic shape generator."""
 
-from foundry_edge.data.batches import iter_batches, load_clouds
+from foundry_edge.data.batches import iter_batches, load_clouds, read_clouds
 from foundry_edge.data.datasets import open_dataset
 from foundry_edge.data.readers import read_cloud, read_cloud_with_fields, validate_cloud
 from foundry_edge.data.synthetic import SYNTHETIC_CLASSES, SyntheticShapes
 from foundry_edge.data.transforms import augment, normalize, resample
 
 __all__ = ["SYNTHETIC_CLASSES", "SyntheticShapes", "augment", "iter_batches", "load_clouds", "normalize",
-           "open_dataset", "read_cloud", "read_cloud_with_fields", "resample", "validate_cloud"]
+           "open_dataset", "read_cloud", "read_cloud_with_fields", "read_clouds", "resample", "validate_cloud"]

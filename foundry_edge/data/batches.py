@@ -1,4 +1,5 @@
-"""From data sets and user paths to batches: `iter_batches` for loops, `load_clouds` for the commands.
+"""From data sets and user paths to batches: `iter_batches` for loops, `load_clouds` for the commands
+(and `read_clouds` where stored sizes and labels matter, as in calibration).
 
 `run`, `calibrate` and `profile` take whatever the user names (cloud files, folders, data-set layouts,
 a saved (B, N, 3) batch, "synthetic[:N]") and need one (B, N, 3) float32 array of raw clouds.
@@ -7,7 +8,7 @@ a saved (B, N, 3) batch, "synthetic[:N]") and need one (B, N, 3) float32 array o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -52,35 +53,52 @@ def iter_batches(dataset, batch_size: int, **options) -> Batches:
     return Batches(dataset, batch_size, **options)
 
 
-def load_clouds(paths: Union[str, Path, Sequence[Union[str, Path]]], num_points: int, limit: Optional[int] = None,
-                *, split: str = "test", seed: int = 0, trust_pickle: bool = False) -> np.ndarray:
+Paths = Union[str, Path, Sequence[Union[str, Path]]]
+
+
+def load_clouds(paths: Paths, num_points: int, limit: Optional[int] = None, *, split: str = "test", seed: int = 0,
+                trust_pickle: bool = False) -> np.ndarray:
     """User paths -> (B, N, 3) float32 raw clouds, each resampled to `num_points` (see `resample`).
 
     Each entry may be a cloud file, a .npy/.npz holding a (B, M, 3) batch, a data-set folder (its
     `split`), a folder of cloud files, or "synthetic[:N]". `limit` caps B; order follows the entries.
     """
+    if num_points is None or num_points < 1:
+        raise FoundryError(f"a batch needs num_points >= 1, found {num_points}; use read_clouds for stored sizes")
+    clouds, _ = read_clouds(paths, num_points, limit, split=split, seed=seed, trust_pickle=trust_pickle)
+    return np.stack(clouds)
+
+
+def read_clouds(paths: Paths, num_points: Optional[int] = None, limit: Optional[int] = None, *, split: str = "test",
+                seed: int = 0, trust_pickle: bool = False) -> Tuple[List[np.ndarray], Optional[List[int]]]:
+    """Like `load_clouds`, but a list of (M_i, 3) float32 clouds at their stored sizes when `num_points` is
+    None, and their labels (None unless every entry is a labelled data set or folder)."""
     entries = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not entries:
         raise FoundryError("expected at least one point-cloud path, folder or 'synthetic', found none")
     clouds: List[np.ndarray] = []
+    labels: Optional[List[int]] = []
     for entry in entries:
         room = None if limit is None else limit - len(clouds)
         if room is not None and room <= 0:
             break
-        clouds += _clouds_of(entry, num_points, room, split, seed + len(clouds), trust_pickle)
+        found, found_labels = _clouds_of(entry, num_points, room, split, seed + len(clouds), trust_pickle)
+        clouds += found
+        labels = labels + found_labels if labels is not None and found_labels is not None else None
     if not clouds:
         raise FoundryError(f"expected point clouds in {[str(e) for e in entries]}, found none")
-    return np.stack(clouds).astype(np.float32)
+    return clouds, labels
 
 
-def _clouds_of(entry, num_points: int, room: Optional[int], split: str, seed: int, trust_pickle: bool) -> List[np.ndarray]:
-    """Up to `room` clouds of one entry, resampled with seeds seed, seed + 1, ..."""
+def _clouds_of(entry, num_points: Optional[int], room: Optional[int], split: str, seed: int, trust_pickle: bool):
+    """Up to `room` clouds of one entry (resampled with seeds seed, seed + 1, ...) and their labels or None."""
     path = Path(entry)
     if path.is_file() and path.suffix.lower() in CLOUD_SUFFIXES:
-        return [resample(c, num_points, seed + i) for i, c in enumerate(_file_clouds(path)[:room])]
+        clouds = _file_clouds(path)[:room]
+        return [c if num_points is None else resample(c, num_points, seed + i) for i, c in enumerate(clouds)], None
     dataset = open_dataset(entry, split, num_points, seed=seed, trust_pickle=trust_pickle)
-    count = len(dataset) if room is None else min(room, len(dataset))
-    return [dataset[i]["points"] for i in range(count)]
+    items = [dataset[i] for i in range(len(dataset) if room is None else min(room, len(dataset)))]
+    return [it["points"] for it in items], [int(it["label"]) for it in items]
 
 
 def _file_clouds(path: Path) -> List[np.ndarray]:

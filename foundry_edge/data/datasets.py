@@ -1,7 +1,8 @@
 """Data set layouts as indexable, re-iterable data sets of dict(points (n, 3) f32, label int[, parts (n,) i64]).
 
 Every layout reads one sample on access (nothing is loaded whole), and resamples it to `num_points`
-with `resample_indices(..., seed=[seed, index])`, so an item is the same on every read.
+with `resample_indices(..., seed=[seed, index])`, so an item is the same on every read
+(`num_points=None` keeps each cloud as stored).
 `open_dataset(spec, split, num_points)` picks the layout from a path, or builds "synthetic[:N]".
 """
 
@@ -30,10 +31,10 @@ class PointDataset:
 
     classes: List[str]
 
-    def __init__(self, num_points: int, seed: int = 0):
-        if num_points < 1:
-            raise FoundryError(f"num_points must be >= 1, found {num_points}")
-        self.num_points, self.seed = int(num_points), int(seed)
+    def __init__(self, num_points: Optional[int], seed: int = 0):
+        if num_points is not None and num_points < 1:
+            raise FoundryError(f"num_points must be >= 1 (or None for each cloud's own size), found {num_points}")
+        self.num_points, self.seed = num_points, int(seed)
 
     @property
     def num_classes(self) -> int:
@@ -50,8 +51,9 @@ class PointDataset:
             raise IndexError(f"sample {index} out of range for {len(self)} samples")
         index %= len(self)
         points, label, parts = self._load(index)
-        keep = resample_indices(len(points), self.num_points, seed=[self.seed, index])
-        item = {"points": points[keep], "label": int(label)}
+        keep = (slice(None) if self.num_points is None
+                else resample_indices(len(points), self.num_points, seed=[self.seed, index]))
+        item = {"points": np.asarray(points[keep], dtype=np.float32), "label": int(label)}
         if parts is not None:
             item["parts"] = np.asarray(parts, dtype=np.int64)[keep]
         return item
@@ -60,7 +62,7 @@ class PointDataset:
         return (self[i] for i in range(len(self)))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({len(self)} samples, {self.num_classes} classes, {self.num_points} points)"
+        return f"{type(self).__name__}({len(self)} samples, {self.num_classes} classes, {self.num_points or 'all'} points)"
 
 
 def _natural_key(path: Path):
@@ -71,7 +73,7 @@ def _natural_key(path: Path):
 class H5Dataset(PointDataset):
     """HDF5 files with `data` (S, M, 3+) and `label` (S,) or (S, 1): ModelNet40 (PointNet) and ScanObjectNN."""
 
-    def __init__(self, files: Sequence[Path], classes: Optional[Sequence[str]], num_points: int, seed: int = 0):
+    def __init__(self, files: Sequence[Path], classes: Optional[Sequence[str]], num_points: Optional[int], seed: int = 0):
         super().__init__(num_points, seed)
         h5py = require("h5py", "data")
         self.files, self._handles = list(files), {}
@@ -100,7 +102,7 @@ class H5Dataset(PointDataset):
         return {**self.__dict__, "_handles": {}}
 
 
-def modelnet40_h5(root: Path, split: str, num_points: int, seed: int = 0) -> H5Dataset:
+def modelnet40_h5(root: Path, split: str, num_points: Optional[int], seed: int = 0) -> H5Dataset:
     """PointNet's `ply_data_{train,test}*.h5` with `shape_names.txt` beside them."""
     files = sorted(root.glob(f"ply_data_{split}*.h5"), key=_natural_key)
     if not files:
@@ -110,7 +112,7 @@ def modelnet40_h5(root: Path, split: str, num_points: int, seed: int = 0) -> H5D
     return H5Dataset(files, classes, num_points, seed)
 
 
-def scanobjectnn_h5(root: Path, split: str, num_points: int, seed: int = 0, variant: Optional[str] = None) -> H5Dataset:
+def scanobjectnn_h5(root: Path, split: str, num_points: Optional[int], seed: int = 0, variant: Optional[str] = None) -> H5Dataset:
     """`{training,test}_objectdataset{variant}.h5`; variant "" (OBJ_BG) or e.g. "_augmentedrot_scale75" (PB_T50_RS)."""
     prefix = {"train": "training", "training": "training", "test": "test"}.get(split)
     if prefix is None:
@@ -129,7 +131,7 @@ def scanobjectnn_h5(root: Path, split: str, num_points: int, seed: int = 0, vari
 class FileListDataset(PointDataset):
     """One cloud file per sample with a label each; `fields=True` also reads per-point part labels."""
 
-    def __init__(self, files: Sequence[Path], labels: Sequence[int], classes: Sequence[str], num_points: int,
+    def __init__(self, files: Sequence[Path], labels: Sequence[int], classes: Sequence[str], num_points: Optional[int],
                  seed: int = 0, parts: bool = False):
         super().__init__(num_points, seed)
         self.files, self.labels, self.classes, self._parts = list(files), list(labels), list(classes), parts
@@ -154,7 +156,7 @@ def _list_file(root: Path, split: str) -> Path:
     raise FoundryError(f"{root}: expected ShapeNet55 split list {split}.txt (or ShapeNet-55/{split}.txt), found none")
 
 
-def shapenet55(root: Path, split: str, num_points: int, seed: int = 0) -> FileListDataset:
+def shapenet55(root: Path, split: str, num_points: Optional[int], seed: int = 0) -> FileListDataset:
     """Point-BERT's layout: `shapenet_pc/<synset>-<model>.npy` and `train.txt`/`test.txt`; classes are the
     sorted synset ids of both lists, so train and test share one label map."""
     names = _list_file(root, split).read_text().split()
@@ -171,7 +173,7 @@ def shapenet55(root: Path, split: str, num_points: int, seed: int = 0) -> FileLi
     return FileListDataset(files, [index[n.split("-")[0]] for n in names], synsets, num_points, seed)
 
 
-def shapenet_part(root: Path, split: str, num_points: int, seed: int = 0) -> FileListDataset:
+def shapenet_part(root: Path, split: str, num_points: Optional[int], seed: int = 0) -> FileListDataset:
     """`<synset>/<id>.txt` rows x y z nx ny nz part, classes from `synsetoffset2category.txt`, lists from
     `train_test_split/shuffled_{split}_file_list.json`; split train, val, test or trainval."""
     categories = [line.split() for line in (root / "synsetoffset2category.txt").read_text().splitlines() if line.strip()]
@@ -191,7 +193,7 @@ def shapenet_part(root: Path, split: str, num_points: int, seed: int = 0) -> Fil
     return FileListDataset(files, labels, classes, num_points, seed, parts=True)
 
 
-def cloud_folder(root: Path, split: str, num_points: int, seed: int = 0) -> FileListDataset:
+def cloud_folder(root: Path, split: str, num_points: Optional[int], seed: int = 0) -> FileListDataset:
     """Every cloud file under `root` (or `root/<split>` if that exists); the first sub-folder names the
     class (sorted), files at the top level get class 0 of one class named after the folder."""
     base = root / split if (root / split).is_dir() else root
@@ -206,7 +208,7 @@ def cloud_folder(root: Path, split: str, num_points: int, seed: int = 0) -> File
 class ArrayDataset(PointDataset):
     """Clouds already in memory: a list of (M, 3+) arrays and their labels (pickled Point-MAE data)."""
 
-    def __init__(self, clouds: Sequence[np.ndarray], labels: Sequence[int], num_points: int, seed: int = 0,
+    def __init__(self, clouds: Sequence[np.ndarray], labels: Sequence[int], num_points: Optional[int], seed: int = 0,
                  source: str = "<arrays>"):
         super().__init__(num_points, seed)
         self.clouds, self.labels, self.source = list(clouds), [int(np.asarray(l).reshape(-1)[0]) for l in labels], source
@@ -234,7 +236,7 @@ def _unpickle(path: Path, trust_pickle: bool):
         raise FoundryError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc}); check the file") from None
 
 
-def pointmae_pickle(path: Path, split: str, num_points: int, seed: int = 0, trust_pickle: bool = False) -> ArrayDataset:
+def pointmae_pickle(path: Path, split: str, num_points: Optional[int], seed: int = 0, trust_pickle: bool = False) -> ArrayDataset:
     """Point-MAE's `modelnet40_{split}_8192pts_fps.dat` ([clouds (8192, 6)], [labels]) or a few-shot
     `{way}way_{shot}shot/{fold}.pkl` ({"train"/"test": [(cloud, label, name), ...]})."""
     data = _unpickle(path, trust_pickle)
@@ -263,7 +265,7 @@ def detect_layout(root: Path, split: str) -> Tuple[str, Callable]:
     return "folder", cloud_folder
 
 
-def _pointmae_dat(root: Path, split: str, num_points: int, seed: int = 0, trust_pickle: bool = False) -> ArrayDataset:
+def _pointmae_dat(root: Path, split: str, num_points: Optional[int], seed: int = 0, trust_pickle: bool = False) -> ArrayDataset:
     return pointmae_pickle(root / f"modelnet40_{split}_8192pts_fps.dat", split, num_points, seed, trust_pickle)
 
 
@@ -278,18 +280,19 @@ def _check_options(layout: str, build: Callable, options: dict) -> None:
         raise FoundryError(f"option(s) {unknown} do not apply to the {layout} layout (it takes {sorted(known) or 'none'})")
 
 
-def open_dataset(spec, split: str = "train", num_points: int = 1024, *, seed: int = 0, trust_pickle: bool = False,
+def open_dataset(spec, split: str = "train", num_points: Optional[int] = 1024, *, seed: int = 0, trust_pickle: bool = False,
                  **options) -> PointDataset:
     """A data set from "synthetic", "synthetic:N", a data-set folder, a .dat/.pkl pickle or one .h5 file.
 
     `options` go to the layout that takes them (ScanObjectNN `variant`, synthetic `classes`/`noise`).
+    `num_points=None` keeps stored sizes (synthetic shapes then have 1024 points).
     """
     text = str(spec)
     if text == "synthetic" or text.startswith("synthetic:"):
         count = text.partition(":")[2] or str(DEFAULT_SYNTHETIC_SAMPLES)
         if not count.isdigit():
             raise FoundryError(f"expected 'synthetic' or 'synthetic:N' with N a count, found {text!r}")
-        return SyntheticShapes(int(count), num_points, seed=seed, split=split, **options)
+        return SyntheticShapes(int(count), num_points or 1024, seed=seed, split=split, **options)
     root = Path(spec)
     if not root.exists():
         raise FoundryError(f"expected a data set folder or file, found nothing at {root}: check the path")
