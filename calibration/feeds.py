@@ -30,10 +30,11 @@ class Preprocessing:
     num_points: int
     num_groups: int = 0
     group_size: int = 0
+    normalize: bool = True  # host grouping: the host centres and scales each cloud (the graph does not)
 
     def to_dict(self) -> dict:
-        return {"grouping": self.grouping, "num_points": self.num_points,
-                "num_groups": self.num_groups, "group_size": self.group_size}
+        return {"grouping": self.grouping, "num_points": self.num_points, "num_groups": self.num_groups,
+                "group_size": self.group_size, "normalize": self.normalize}
 
 
 @dataclass
@@ -56,7 +57,8 @@ def preprocessing_from(manifest: Optional[dict], points: Optional[int] = None, g
         return _checked(Preprocessing(grouping, points, groups or 0, group_size or 0))
     pre = manifest.get("preprocessing", {})
     found = Preprocessing(manifest.get("grouping", "graph"), int(pre.get("num_points", 0)),
-                          int(pre.get("num_groups", 0)), int(pre.get("group_size", 0)))
+                          int(pre.get("num_groups", 0)), int(pre.get("group_size", 0)),
+                          pre.get("normalize") == "centre-unit-sphere")
     clashes = [f"{k}={v} (manifest: {getattr(found, k)})" for k, v in given.items()
                if v is not None and v != getattr(found, k)]
     if clashes:
@@ -75,47 +77,27 @@ def _checked(pre: Preprocessing) -> Preprocessing:
     return pre
 
 
-def check_cloud(cloud: np.ndarray, where: str) -> np.ndarray:
-    """(N, 3) finite float32, or a FoundryError naming the sample."""
-    cloud = np.asarray(cloud)
-    if cloud.ndim != 2 or cloud.shape[1] != 3 or cloud.shape[0] < 1:
-        raise FoundryError(f"{where}: expected a point cloud of shape (N, 3), found {cloud.shape}: "
-                           "pass clouds with x, y, z columns")
-    if not np.isfinite(cloud).all():
-        bad = int((~np.isfinite(cloud)).any(axis=1).sum())
-        raise FoundryError(f"{where}: expected finite coordinates, found {bad} points with NaN or inf: "
-                           "clean the cloud or leave it out")
-    return cloud.astype(np.float32, copy=False)
-
-
-def resample(cloud: np.ndarray, num_points: int, seed: int) -> np.ndarray:
-    """(M, 3) -> (num_points, 3): a seeded subset without replacement, or with replacement if M is short."""
-    rng = np.random.default_rng(seed)
-    index = rng.choice(len(cloud), size=num_points, replace=len(cloud) < num_points)
-    return cloud[np.sort(index)] if len(cloud) >= num_points else cloud[index]
-
-
 def prepare(cloud_set: CloudSet, pre: Preprocessing, input_names: Sequence[str], batch: int = 8,
             seed: int = 0) -> List[Feed]:
     """Clouds -> batched feeds for the graph's inputs, in order (B = `batch`, the last batch smaller)."""
-    points = [resample(check_cloud(c, f"{cloud_set.source} sample {i}"), pre.num_points, seed + i)
-              for i, c in enumerate(cloud_set.clouds)]
+    from foundry_edge.data.readers import validate_cloud
+    from foundry_edge.data.transforms import resample
+    from foundry_edge.preprocess import host_feed
+
+    points = []
+    for i, cloud in enumerate(cloud_set.clouds):
+        cloud = validate_cloud(cloud, source=f"{cloud_set.source} sample {i}")
+        points.append(cloud if len(cloud) == pre.num_points else resample(cloud, pre.num_points, [seed, i]))
     feeds = []
     for start in range(0, len(points), batch):
         stacked = np.stack(points[start:start + batch])
-        arrays = [stacked] if pre.grouping == "graph" else list(_group_on_host(stacked, pre))
-        feeds.append(dict(zip(input_names, arrays)))
-    if len(feeds[0]) != len(input_names):
-        raise FoundryError(f"the model's inputs {list(input_names)} do not match {pre.grouping} grouping: "
-                           "fix the manifest's grouping or pass the matching --grouping")
+        feed = ({"points": stacked} if pre.grouping == "graph"
+                else host_feed(stacked, pre.num_groups, pre.group_size, normalize_input=pre.normalize))
+        if sorted(feed) != sorted(input_names):
+            raise FoundryError(f"expected {pre.grouping} grouping to feed the model's inputs {sorted(input_names)}, "
+                               f"found it feeds {sorted(feed)}: fix the manifest's grouping or pass the matching --grouping")
+        feeds.append(feed)
     return feeds
-
-
-def _group_on_host(points: np.ndarray, pre: Preprocessing):
-    """(B, N, 3) raw -> neighbourhoods (B, G, K, 3), centres (B, G, 3), as the host runtime does it."""
-    from foundry_edge import preprocess
-
-    return preprocess.group_clouds(points, pre.num_groups, pre.group_size)
 
 
 def feeds_sha256(feeds: Sequence[Feed]) -> str:
@@ -156,44 +138,48 @@ class FeedReader:
         return iter(self.get_next, None)
 
 
-def open_clouds(specs: Sequence[str], samples: int, split: str, seed: int = 0) -> CloudSet:
-    """`samples` clouds from 'synthetic' (the given split) or files, folders and data-set layouts.
+def open_clouds(specs: Sequence[str], samples: int, split: str, seed: int = 0, num_points: int = 1024) -> CloudSet:
+    """`samples` clouds of `num_points` from 'synthetic', cloud files, folders or data-set layouts.
 
-    More clouds than asked: an evenly spaced subset (so every class of a sorted layout is kept);
-    fewer: an error, never a silent shortfall.
+    split "calibration" draws a synthetic split of its own and the train split of a data set; "test"
+    is held out from both. More clouds than asked: an evenly spaced subset (so every class of a sorted
+    layout is kept); fewer: an error, never a silent shortfall.
     """
+    from foundry_edge import data
+
     if samples < 1:
         raise FoundryError(f"expected --samples >= 1, found {samples}: pass a positive count")
-    if list(specs) == ["synthetic"]:
-        from foundry_edge.data.synthetic import SyntheticShapes
-
-        shapes = SyntheticShapes(samples, 2048, seed=seed, split=split)
-        items = [shapes[i] for i in range(samples)]
-        return CloudSet([it["points"] for it in items], [int(it["label"]) for it in items],
-                        f"synthetic ({split} split, seed {seed})")
+    specs = [str(s) for s in specs]
+    if specs == ["synthetic"]:
+        return _from_dataset(data.SyntheticShapes(samples, num_points, seed=seed, split=split), samples,
+                             f"synthetic ({split} split, seed {seed})")
     if "synthetic" in specs:
-        raise FoundryError("'synthetic' cannot be mixed with files: pass --data synthetic alone or only paths")
-    return _subset(_read_paths(specs), samples)
+        raise FoundryError("expected either 'synthetic' or paths, found both: pass --data synthetic alone")
+    missing = [s for s in specs if not Path(s).exists()]
+    if missing:
+        raise FoundryError(f"expected existing files or folders, found nothing at {', '.join(missing)}: "
+                           "check the paths or use --data synthetic")
+    layout_split = "train" if split == "calibration" else split
+    if len(specs) == 1 and (Path(specs[0]).is_dir() or Path(specs[0]).suffix in (".h5", ".hdf5")):
+        return _from_dataset(data.open_dataset(specs[0], layout_split, num_points, seed=seed), samples,
+                             f"{specs[0]} ({layout_split} split)")
+    clouds = data.load_clouds(specs, num_points, split=layout_split, seed=seed)
+    return _subset(CloudSet(list(clouds), None, ", ".join(specs)), samples)
+
+
+def _from_dataset(dataset, samples: int, source: str) -> CloudSet:
+    if len(dataset) < samples:
+        raise FoundryError(f"expected {samples} clouds, found {len(dataset)} in {source}: "
+                           f"add data or pass --samples {max(len(dataset), 1)}")
+    pick = np.linspace(0, len(dataset) - 1, samples).round().astype(int)
+    items = [dataset[int(i)] for i in pick]
+    labels = [int(it["label"]) for it in items] if all("label" in it for it in items) else None
+    return CloudSet([it["points"] for it in items], labels, source)
 
 
 def _subset(found: CloudSet, samples: int) -> CloudSet:
     if len(found.clouds) < samples:
         raise FoundryError(f"expected {samples} clouds, found {len(found.clouds)} in {found.source}: "
-                           f"add data or pass --samples {len(found.clouds) or 1}")
+                           f"add data or pass --samples {max(len(found.clouds), 1)}")
     pick = np.linspace(0, len(found.clouds) - 1, samples).round().astype(int)
-    labels = [found.labels[i] for i in pick] if found.labels is not None else None
-    return CloudSet([found.clouds[i] for i in pick], labels, found.source)
-
-
-def _read_paths(specs: Sequence[str]) -> CloudSet:
-    from foundry_edge.data import load_clouds
-
-    missing = [s for s in specs if not Path(s).exists()]
-    if missing:
-        raise FoundryError(f"expected existing files or folders, found none at {', '.join(missing)}: "
-                           "check the paths or use --data synthetic")
-    clouds, labels = load_clouds(list(specs))
-    if not clouds:
-        raise FoundryError(f"expected point clouds in {', '.join(specs)}, found none: "
-                           "pass .npy/.ply/.pcd/.txt/.h5 files or a data-set folder")
-    return CloudSet(list(clouds), labels, ", ".join(specs))
+    return CloudSet([found.clouds[i] for i in pick], None, found.source)

@@ -97,13 +97,20 @@ def quantize_int8(src: str | Path, dst: str | Path, feeds: Sequence[Feed], optio
 
 
 def prepare_graph(src: Path, dst: Path) -> Path:
-    """ORT's quantization preprocessing (symbolic shapes, constant folding), nodes named for exclusion."""
+    """ORT's quantization preprocessing (shape inference, constant folding), nodes named for exclusion.
+
+    Symbolic shape inference is skipped: ONNX shape inference already types the dynamo exporter's graphs.
+    """
     onnx = require("onnx", "torch")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
     model = onnx.load(str(dst))
     ensure_node_names(model)
+    scopes = {n.name: n.metadata_props for n in onnx.load(str(src)).graph.node if n.name}
+    for node in model.graph.node:  # ORT's optimizer drops the exporter's name scopes; the sweep groups by them
+        if not node.metadata_props and node.name in scopes:
+            node.metadata_props.extend(scopes[node.name])
     onnx.save(model, str(dst))
     return dst
 
