@@ -53,6 +53,9 @@ def test_scanobjectnn_variants_must_be_chosen(tmp_path, rng):
     assert len(open_dataset(tmp_path, "train", 32, variant="")) == 2
     with pytest.raises(FoundryError, match="do not apply"):
         open_dataset(tmp_path, "train", 32, noise=0.1)
+    with pytest.raises(FoundryError, match="do not apply to the synthetic"):
+        open_dataset("synthetic:4", "train", 32, variant="")
+    assert open_dataset("synthetic:4", "train", 32, classes=["torus"]).classes == ["torus"]
 
 
 def test_shapenet55_labels_from_sorted_synsets(tmp_path, rng):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -273,8 +273,8 @@ def _check_options(layout: str, build: Callable, options: dict) -> None:
     """Refuse options the layout does not take, rather than drop them quietly."""
     import inspect
 
-    known = set(inspect.signature(build).parameters) - {"root", "path", "files", "split", "num_points", "seed",
-                                                         "trust_pickle", "classes"}
+    known = set(inspect.signature(build).parameters) - {"root", "path", "files", "split", "num_points",
+                                                         "num_samples", "seed", "trust_pickle"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise FoundryError(f"option(s) {unknown} do not apply to the {layout} layout (it takes {sorted(known) or 'none'})")
@@ -284,7 +284,8 @@ def open_dataset(spec, split: str = "train", num_points: Optional[int] = 1024, *
                  **options) -> PointDataset:
     """A data set from "synthetic", "synthetic:N", a data-set folder, a .dat/.pkl pickle or one .h5 file.
 
-    `options` go to the layout that takes them (ScanObjectNN `variant`, synthetic `classes`/`noise`).
+    `options` go to the layout that takes them (ScanObjectNN `variant`, synthetic `classes`/`noise`, one
+    .h5 file's `classes` names); others are refused.
     `num_points=None` keeps stored sizes (synthetic shapes then have 1024 points).
     """
     text = str(spec)
@@ -292,6 +293,7 @@ def open_dataset(spec, split: str = "train", num_points: Optional[int] = 1024, *
         count = text.partition(":")[2] or str(DEFAULT_SYNTHETIC_SAMPLES)
         if not count.isdigit():
             raise FoundryError(f"expected 'synthetic' or 'synthetic:N' with N a count, found {text!r}")
+        _check_options("synthetic", SyntheticShapes, options)
         return SyntheticShapes(int(count), num_points or 1024, seed=seed, split=split, **options)
     root = Path(spec)
     if not root.exists():
@@ -302,7 +304,7 @@ def open_dataset(spec, split: str = "train", num_points: Optional[int] = 1024, *
             return pointmae_pickle(root, split, num_points, seed, trust_pickle)
         if root.suffix in (".h5", ".hdf5"):
             _check_options("hdf5 file", H5Dataset, options)
-            return H5Dataset([root], None, num_points, seed)
+            return H5Dataset([root], options.get("classes"), num_points, seed)
         raise FoundryError(f"{root}: expected a data set folder, .dat/.pkl or .h5; use load_clouds for single clouds")
     name, build = detect_layout(root, split)
     _check_options(name, build, options)
