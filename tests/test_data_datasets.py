@@ -39,6 +39,9 @@ def test_modelnet40_h5_reads_every_file_in_order(tmp_path, rng):
     assert len(open_dataset(tmp_path, "test", num_points=32)) == 1
     with pytest.raises(FoundryError, match="ply_data_val"):
         open_dataset(tmp_path, "val", 32)
+    (tmp_path / "broken.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 8)
+    with pytest.raises(FoundryError, match="broken.h5: not a readable HDF5"):
+        open_dataset(tmp_path / "broken.h5", "test", 32)
 
 
 def test_scanobjectnn_variants_must_be_chosen(tmp_path, rng):

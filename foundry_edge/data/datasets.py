@@ -75,11 +75,10 @@ class H5Dataset(PointDataset):
 
     def __init__(self, files: Sequence[Path], classes: Optional[Sequence[str]], num_points: Optional[int], seed: int = 0):
         super().__init__(num_points, seed)
-        h5py = require("h5py", "data")
         self.files, self._handles = list(files), {}
         labels = []
         for path in self.files:
-            with h5py.File(path, "r") as fh:
+            with _open_h5(path) as fh:
                 if "data" not in fh or "label" not in fh:
                     raise FoundryError(f"{path}: expected HDF5 datasets 'data' and 'label', found {sorted(fh)}")
                 labels.append(np.asarray(fh["label"]).reshape(-1).astype(np.int64))
@@ -94,12 +93,20 @@ class H5Dataset(PointDataset):
     def _load(self, index):
         f, row = self._rows[index]
         if f not in self._handles:
-            self._handles[f] = require("h5py", "data").File(self.files[f], "r")
+            self._handles[f] = _open_h5(self.files[f])
         data = np.asarray(self._handles[f]["data"][row])
         return validate_cloud(data[:, :3], 1, f"{self.files[f]} row {row}"), self.labels[index], None
 
     def __getstate__(self):  # open HDF5 handles do not pickle (DataLoader workers reopen them)
         return {**self.__dict__, "_handles": {}}
+
+
+def _open_h5(path: Path):
+    h5py = require("h5py", "data")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise FoundryError(f"{path}: not a readable HDF5 file ({exc}); check or download it again") from None
 
 
 def modelnet40_h5(root: Path, split: str, num_points: Optional[int], seed: int = 0) -> H5Dataset:
@@ -183,7 +190,10 @@ def shapenet_part(root: Path, split: str, num_points: Optional[int], seed: int =
         listing = root / "train_test_split" / f"shuffled_{part}_file_list.json"
         if not listing.is_file():
             raise FoundryError(f"{root}: expected {listing.relative_to(root)} (split train, val, test or trainval), found none")
-        entries += json.loads(listing.read_text())
+        try:
+            entries += json.loads(listing.read_text())
+        except ValueError as exc:
+            raise FoundryError(f"{listing}: expected a JSON list of shape_data/<synset>/<id>, found bad JSON ({exc})") from None
     files, labels = [], []
     for entry in entries:
         synset, shape = entry.split("/")[-2:]
