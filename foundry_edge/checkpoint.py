@@ -12,9 +12,12 @@ Foreign layouts (Point-JEPA, Point-MAE, Point-BERT) are mapped by `foundry_edge.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import pickle
+import re
+import types
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +39,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)  # "key: checkpoint (a, b) vs model (c, d)"
     ignored: list[str] = field(default_factory=list)  # known-irrelevant keys (EMA copies, predictors)
+    notes: list[str] = field(default_factory=list)  # what an import changed in meaning (e.g. a dropped CLS token)
 
     def summary(self) -> str:
         return (f"loaded {len(self.loaded)}, missing {len(self.missing)}, unexpected {len(self.unexpected)}, "
@@ -43,7 +47,7 @@ class LoadReport:
 
     def to_dict(self) -> dict:
         return {"loaded": len(self.loaded), "missing": self.missing, "unexpected": self.unexpected,
-                "mismatched": self.mismatched, "ignored": len(self.ignored)}
+                "mismatched": self.mismatched, "ignored": len(self.ignored), "notes": self.notes}
 
 
 def _preview(keys: list[str], limit: int = 5) -> str:
@@ -70,7 +74,7 @@ def load_weights(model, state_dict: dict, *, strict: bool = True, allow_missing:
         elif not isinstance(value, torch.Tensor):
             report.mismatched.append(f"{key}: not a tensor ({type(value).__name__})")
         elif tuple(value.shape) != tuple(own[key].shape):
-            report.mismatched.append(f"{key}: {source} {tuple(value.shape)} vs model {tuple(own[key].shape)}")
+            report.mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)}")
         else:
             usable[key] = value
     report.missing = [k for k in own if k not in state_dict and not k.startswith(allow_missing)]
@@ -89,6 +93,17 @@ def load_weights(model, state_dict: dict, *, strict: bool = True, allow_missing:
     return report
 
 
+# Foreign classes that are only containers of plain values (Lightning's `hyper_parameters`,
+# argparse options). A weights-only load rebuilds them as the builtin container under their name;
+# the foreign class is never imported. Anything else foreign is refused, never allowlisted.
+PLAIN_CONTAINERS = {
+    "lightning_fabric.utilities.data.AttributeDict": dict,
+    "lightning.fabric.utilities.data.AttributeDict": dict,
+    "pytorch_lightning.utilities.parsing.AttributeDict": dict,
+    "argparse.Namespace": types.SimpleNamespace,
+}
+
+
 def torch_load_safe(path: str | os.PathLike) -> object:
     """torch.load with weights_only=True; every failure becomes one FoundryError line."""
     import torch
@@ -98,15 +113,55 @@ def torch_load_safe(path: str | os.PathLike) -> object:
         raise FoundryError(f"checkpoint {str(path)!r} does not exist or is not a file")
     if path.stat().st_size == 0:
         raise FoundryError(f"checkpoint {str(path)!r} is empty")
+    if not _is_torch_file(path):
+        head = path.read_bytes()[:16]
+        raise FoundryError(f"cannot read checkpoint {str(path)!r}: it is not a PyTorch file (it starts with {head!r}); "
+                           "pass a file written by torch.save")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with _plain_containers(torch):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FoundryError(f"refusing to load {str(path)!r}: it holds objects that a weights-only load does not "
-                           f"allow ({first}); only load checkpoints you trust, re-saved as plain tensors") from None
+        raise FoundryError(f"refusing to load {str(path)!r}: it holds {_refused_objects(path, exc)}, which a "
+                           "weights-only load does not allow because unpickling them could run code; if you "
+                           "trust the file, re-save only its tensors (e.g. torch.save({'state_dict': "
+                           "ckpt['state_dict']}, 'weights.pt')) and load that") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = _first_line(str(exc)) or type(exc).__name__
         raise FoundryError(f"cannot read checkpoint {str(path)!r}: it is truncated or not a PyTorch file ({msg})") from None
+
+
+def _plain_containers(torch):
+    """Allow PLAIN_CONTAINERS by name during one load (PyTorch 2.6+ can map a name to another object)."""
+    if torch.__version__ < "2.6":
+        return contextlib.nullcontext()
+    return torch.serialization.safe_globals([(container, name) for name, container in PLAIN_CONTAINERS.items()])
+
+
+def _is_torch_file(path: Path) -> bool:
+    """torch.save writes a zip archive, or (before PyTorch 1.6) a pickle, which starts with PROTO (0x80)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def _refused_objects(path: Path, exc: Exception) -> str:
+    """Name what a weights-only load refused: the foreign globals, read without unpickling."""
+    import torch
+
+    try:  # PyTorch 2.5+
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except (AttributeError, RuntimeError, ValueError, OSError):  # not a zip checkpoint: torch's message
+        names = []
+    names = [n for n in names if n not in PLAIN_CONTAINERS]
+    if names:
+        return f"objects of {_preview(names)}"
+    found = re.search(r"(Unsupported global: GLOBAL \S+|unsupported GLOBAL \S+|Unsupported operand \d+|"
+                      r"Can only [^.\n]+|unrecognized function [^\n]+)", str(exc))
+    return f"objects that are not plain tensors and containers ({found.group(1) if found else type(exc).__name__})"
 
 
 def save_checkpoint(path: str | os.PathLike, model, provenance: dict | None = None, extra: dict | None = None) -> Path:
@@ -121,7 +176,7 @@ def save_checkpoint(path: str | os.PathLike, model, provenance: dict | None = No
         "provenance": {
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "foundry_edge": __version__,
-            "torch": torch.__version__,
+            "torch": str(torch.__version__),  # a TorchVersion would not load weights-only
             **(provenance or {}),
         },
     }

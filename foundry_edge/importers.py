@@ -1,15 +1,245 @@
-"""Checkpoint importers: foundry-edge's own format, and (to come) Point-JEPA, Point-MAE, Point-BERT."""
+"""Checkpoint importers: foundry-edge's own format, Point-JEPA, Point-MAE and Point-BERT.
+
+A foreign checkpoint is mapped onto PointModel keys by a table of prefix renames (the timm
+`checkpoint_filter_fn` pattern), its architecture is read from the tensor shapes, and the weights are
+loaded strictly: every key is loaded, or named as ignored (a known-irrelevant part such as a predictor
+or an EMA copy), or the import fails naming the keys that do not fit.
+
+    Point-JEPA .ckpt  state_dict: student.blocks.*, student.norm.*, tokenizer.embedding.encoder.*,
+                      positional_encoding.*; teacher.ema_model.* (the EMA copy, source="ema")
+    Point-MAE  .pth   base_model | model: [module.][MAE_encoder.]{encoder,pos_embed,blocks.blocks,norm}.*,
+                      cls_head_finetune.* (fine-tuned)
+    Point-BERT .pth   base_model: [module.][transformer_q.]{encoder,reduce_dim,pos_embed,blocks.blocks,norm}.*
+"""
 
 from __future__ import annotations
 
-from foundry_edge.checkpoint import is_native, model_from_native, torch_load_safe
+import os
+from dataclasses import dataclass
+
+from foundry_edge.checkpoint import is_native, load_weights, model_from_native, torch_load_safe
 from foundry_edge.errors import FoundryError
 
+LAYOUTS = ("foundry-edge", "point-jepa", "point-mae", "point-bert")
+SOURCES = ("student", "ema")
 
-def import_checkpoint(path, **kwargs):
-    """(path) -> (PointModel, LoadReport, layout name)."""
+_ENCODER = {"encoder.": "tokenizer.encoder.", "pos_embed.": "pos_embed.", "blocks.blocks.": "encoder.blocks.",
+            "norm.": "encoder.norm."}
+_CLS_TOKEN_NOTE = ("the checkpoint's CLS token (cls_token, cls_pos) is not imported: foundry-edge models have no "
+                   "CLS token, so tokens and logits differ from the upstream model's")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one upstream layout maps onto PointModel keys."""
+
+    name: str
+    preset: str  # the preset that supplies what the weights cannot tell (points, groups, heads)
+    renames: dict  # upstream prefix -> PointModel prefix, first match wins
+    ignored: tuple  # upstream prefixes (or whole keys) that are known and not part of the encoder
+
+
+_JEPA_SHARED = {"tokenizer.embedding.encoder.": "tokenizer.encoder.", "positional_encoding.": "pos_embed."}
+_JEPA_IGNORED = ("predictor.", "mask_token")
+
+POINT_JEPA = Layout("point-jepa", "pointjepa-vits",
+                    {**_JEPA_SHARED, "student.blocks.": "encoder.blocks.", "student.norm.": "encoder.norm."},
+                    ("teacher.",) + _JEPA_IGNORED)
+POINT_JEPA_EMA = Layout("point-jepa", "pointjepa-vits",
+                        {**_JEPA_SHARED, "teacher.ema_model.blocks.": "encoder.blocks.",
+                         "teacher.ema_model.norm.": "encoder.norm."},
+                        ("student.", "teacher.") + _JEPA_IGNORED)
+POINT_MAE = Layout("point-mae", "pointmae-vits",
+                   {**{"MAE_encoder." + k: v for k, v in _ENCODER.items()}, **_ENCODER,
+                    "cls_head_finetune.": "cls_head.layers."},
+                   ("MAE_decoder.", "decoder_pos_embed.", "increase_dim.", "mask_token", "cls_token", "cls_pos"))
+POINT_BERT = Layout("point-bert", "pointbert-vits",
+                    {**{"transformer_q." + k: v for k, v in _ENCODER.items()}, **_ENCODER,
+                     "transformer_q.reduce_dim.": "tokenizer.reduce_dim.", "reduce_dim.": "tokenizer.reduce_dim."},
+                    # cls_head_finetune is Point-BERT's 2-layer head without BatchNorm: not our head's layout.
+                    ("transformer_q.cls_token", "transformer_q.cls_pos", "transformer_q.mask_token",
+                     "transformer_q.lm_head.", "transformer_q.cls_head.", "transformer_k.", "dvae.", "queue",
+                     "cls_token", "cls_pos", "cls_head_finetune.", "lm_head.", "mask_token"))
+
+
+def import_checkpoint(path: str | os.PathLike, *, source: str = "student", preset: str | None = None,
+                      overrides: dict | None = None):
+    """(checkpoint file) -> (PointModel in eval mode, LoadReport, layout name).
+
+    `source` picks Point-JEPA's online encoder ("student") or its EMA copy ("ema"). `preset` fixes the
+    architecture (the load then checks the weights against it); without it the architecture is read
+    from the weights (see `infer_config`). `overrides` set ModelConfig fields the weights cannot tell
+    (num_heads, num_groups, group_size, num_points).
+    """
     payload = torch_load_safe(path)
+    return import_payload(payload, source=source, preset=preset, overrides=overrides, name=str(path))
+
+
+def import_payload(payload: object, *, source: str = "student", preset: str | None = None,
+                   overrides: dict | None = None, name: str = "checkpoint"):
+    """Like `import_checkpoint`, for an object already loaded with `torch_load_safe`."""
+    if source not in SOURCES:
+        raise FoundryError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+    layout = detect_layout(payload, name)
+    if layout == "foundry-edge":
+        if preset is not None or overrides or source != "student":
+            raise FoundryError(f"{name} is a foundry-edge checkpoint: it stores its own architecture, so a preset, "
+                               "overrides or a source do not apply; drop --preset / --set / --source")
+        model, report = model_from_native(payload, source=name)
+        return model, report, layout
+    if source == "ema" and layout != "point-jepa":
+        raise FoundryError(f"source='ema' applies to Point-JEPA checkpoints only; {name} is a {layout} checkpoint")
+    table = {"point-mae": POINT_MAE, "point-bert": POINT_BERT}.get(layout) or (
+        POINT_JEPA_EMA if source == "ema" else POINT_JEPA)
+    state = foreign_state(payload)
+    mapped, ignored = map_keys(state, table, name)
+    if source == "ema" and not any(k.startswith("teacher.ema_model.") for k in state):
+        raise FoundryError(f"{name} has no EMA copy (no teacher.ema_model.* keys); use source='student'")
+    hparams = _hyper_parameters(payload)
+    config = infer_config(mapped, table, preset, hparams, overrides)
+    from foundry_edge.models.model import PointModel
+
+    model = PointModel(config)
+    report = load_weights(model, mapped, ignored=ignored, source=name)
+    if preset is None and "num_heads" not in (overrides or {}) and "encoder_heads" not in hparams:
+        report.notes.append(f"num_heads={config.num_heads} is not stored in the weights (it only splits the width); "
+                            "if the upstream model used another head count, pass num_heads (--set num_heads=H)")
+    if any(k.split(".")[-1] in ("cls_token", "cls_pos") for k in ignored):
+        report.notes.append(_CLS_TOKEN_NOTE)
+    if layout == "point-bert" and any("cls_head_finetune." in k for k in ignored):
+        report.notes.append("Point-BERT's fine-tuned head (2 linear layers, no BatchNorm) is not imported; "
+                            "the model has no classification head")
+    return model.eval(), report, layout
+
+
+def foreign_state(payload: object) -> dict:
+    """The weights inside an upstream checkpoint, without a DataParallel `module.` prefix."""
+    state = payload
+    for key in ("state_dict", "base_model", "model"):
+        if isinstance(payload, dict) and isinstance(payload.get(key), dict):
+            state = payload[key]
+            break
+    if not isinstance(state, dict):
+        return {}
+    if state and all(str(k).startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def detect_layout(payload: object, name: str = "checkpoint") -> str:
+    """Which of LAYOUTS a loaded checkpoint is, from its keys."""
     if is_native(payload):
-        model, report = model_from_native(payload, source=str(path))
-        return model, report, "foundry-edge"
-    raise FoundryError(f"{str(path)!r} is not a checkpoint layout foundry-edge knows")
+        return "foundry-edge"
+    keys = list(foreign_state(payload))
+    if any(k.startswith(("student.blocks.", "teacher.ema_model.blocks.")) for k in keys):
+        return "point-jepa"
+    if any(k.startswith(("transformer_q.", "reduce_dim.")) for k in keys):
+        return "point-bert"
+    if any(k.startswith(("MAE_encoder.", "blocks.blocks.")) for k in keys):
+        return "point-mae"
+    found = (f"a dict with keys {_key_preview(payload)}" if isinstance(payload, dict)
+             else f"a {type(payload).__name__}")
+    inner = f" (weights {_key_preview(dict.fromkeys(keys))})" if keys and keys != list(payload) else ""
+    raise FoundryError(f"{name} is not a checkpoint layout foundry-edge knows: expected a foundry-edge checkpoint, "
+                       f"a Point-JEPA .ckpt (state_dict with student.blocks.*) or a Point-MAE / Point-BERT .pth "
+                       f"(base_model with MAE_encoder.* / transformer_q.*), found {found}{inner}")
+
+
+def map_keys(state: dict, layout: Layout, name: str = "checkpoint") -> tuple[dict, list[str]]:
+    """Rename upstream keys to PointModel keys; (mapped state, ignored upstream keys).
+
+    A key that matches no rename and no ignore keeps its name, so the strict load names it as unexpected.
+    """
+    mapped, ignored, origin = {}, [], {}
+    for key, value in state.items():
+        prefix = next((p for p in layout.renames if key.startswith(p)), None)
+        if prefix is not None:
+            target = layout.renames[prefix] + key[len(prefix):]
+        elif key.startswith(layout.ignored):
+            ignored.append(key)
+            continue
+        else:
+            target = key
+        if target in mapped:
+            raise FoundryError(f"{name} holds two copies of {target!r} ({origin[target]!r} and {key!r}); "
+                               "it mixes two checkpoint layouts: keep one")
+        mapped[target], origin[target] = value, key
+    return mapped, ignored
+
+
+def infer_config(state: dict, layout: Layout, preset: str | None = None, hparams: dict | None = None,
+                 overrides: dict | None = None):
+    """ModelConfig for mapped weights: what the user states wins, the rest is read from the weights.
+
+    Without a `preset`, widths, depth and biases come from the tensor shapes, group settings and heads
+    from Point-JEPA's hyper_parameters, and the layout's preset supplies what is left. With a `preset`
+    only the classification head is read from the weights, so the strict load checks the weights
+    against the preset. `overrides` (ModelConfig fields) apply last.
+    """
+    from foundry_edge.models.registry import get_config
+
+    base = get_config(preset or layout.preset)
+    head = state.get("cls_head.layers.8.weight")
+    fields: dict = {"num_classes": int(head.shape[0]) if hasattr(head, "shape") else 0}
+    if preset is None:
+        fields.update(_shape_fields(state, base))
+        fields.update(_hparam_fields(hparams or {}))
+    fields.update(overrides or {})
+    if "num_heads" not in fields and fields.get("embed_dim", base.embed_dim) % base.num_heads:
+        fields["num_heads"] = max(1, fields["embed_dim"] // 64)  # ViT convention: 64 channels per head
+    config = base.replace(**fields)
+    if config == base.replace(num_classes=fields["num_classes"]):
+        return config.replace(extra={"imported_from": layout.name})
+    return config.replace(name=f"{layout.name}-d{config.embed_dim}x{config.depth}", extra={"imported_from": layout.name})
+
+
+def _hparam_fields(hparams: dict) -> dict:
+    """Point-JEPA's Lightning hyper_parameters that the weights cannot tell (plain ints only)."""
+    names = {"encoder_heads": "num_heads", "tokenizer_num_groups": "num_groups",
+             "tokenizer_group_size": "group_size", "transformation_subsample_points": "num_points"}
+    return {ours: hparams[theirs] for theirs, ours in names.items()
+            if isinstance(hparams.get(theirs), int) and not isinstance(hparams.get(theirs), bool)}
+
+
+def _shape_fields(state: dict, base) -> dict:
+    """Architecture fields the tensor shapes fix; fields whose tensors are absent stay the preset's."""
+    def dim(key: str, axis: int = 0):
+        value = state.get(key)
+        return int(value.shape[axis]) if hasattr(value, "shape") and len(value.shape) > axis else None
+
+    fields: dict = {}
+    embed_dim = dim("encoder.norm.weight")
+    if embed_dim:
+        fields["embed_dim"] = embed_dim
+    depth = len({k.split(".")[2] for k in state if k.startswith("encoder.blocks.")})
+    if depth:
+        fields["depth"] = depth
+    widths = [dim("tokenizer.encoder.first_conv.0.weight"), dim("tokenizer.encoder.first_conv.3.weight"),
+              dim("tokenizer.encoder.second_conv.0.weight")]
+    if all(widths):
+        fields["tokenizer_widths"] = tuple(widths)
+    if "tokenizer.encoder.first_conv.0.weight" in state:
+        fields["tokenizer_bias"] = "tokenizer.encoder.first_conv.0.bias" in state
+    group_dim = dim("tokenizer.encoder.second_conv.3.weight")
+    if group_dim:
+        fields["encoder_dim"] = 0 if group_dim == fields.get("embed_dim", base.embed_dim) else group_dim
+    if "encoder.blocks.0.attn.qkv.weight" in state:
+        fields["qkv_bias"] = "encoder.blocks.0.attn.qkv.bias" in state
+    hidden, width = dim("encoder.blocks.0.mlp.fc1.weight"), fields.get("embed_dim", base.embed_dim)
+    if hidden:
+        fields["mlp_ratio"] = hidden / width
+    pos_hidden = dim("pos_embed.0.weight")
+    if pos_hidden:
+        fields["pos_hidden"] = pos_hidden
+    return fields
+
+
+def _hyper_parameters(payload: object) -> dict:
+    """A Lightning checkpoint's hyper_parameters, or {}."""
+    hparams = payload.get("hyper_parameters") if isinstance(payload, dict) else None
+    return hparams if isinstance(hparams, dict) else {}
+
+
+def _key_preview(mapping: dict, limit: int = 6) -> str:
+    keys = [str(k) for k in mapping]
+    return "[" + ", ".join(keys[:limit]) + (f", ... {len(keys) - limit} more" if len(keys) > limit else "") + "]"

@@ -1,0 +1,323 @@
+"""Checkpoint import: upstream layouts built by renaming a real PointModel, bad input, the convert CLI.
+
+The upstream key layouts are written here from the upstream repositories' module names, independently
+of foundry_edge.importers' tables, so a wrong table fails these tests.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import sys
+import types
+from collections import OrderedDict
+
+import pytest
+import torch
+
+from foundry_edge.checkpoint import FORMAT_VERSION, save_checkpoint
+from foundry_edge.cli import main
+from foundry_edge.errors import FoundryError
+from foundry_edge.importers import detect_layout, import_checkpoint
+from foundry_edge.models.registry import create_model
+
+from tests.conftest import tiny_overrides
+
+# Settings a tiny upstream model had that its weights cannot tell (heads, grouping).
+UNSTORED = dict(num_heads=3, num_groups=16, group_size=8, num_points=256)
+
+JEPA = [(r"^tokenizer\.encoder\.", "tokenizer.embedding.encoder."), (r"^pos_embed\.", "positional_encoding."),
+        (r"^encoder\.", "student.")]
+MAE = [(r"^tokenizer\.encoder\.", "MAE_encoder.encoder."), (r"^pos_embed\.", "MAE_encoder.pos_embed."),
+       (r"^encoder\.blocks\.", "MAE_encoder.blocks.blocks."), (r"^encoder\.norm\.", "MAE_encoder.norm.")]
+MAE_FINETUNED = [(r"^tokenizer\.encoder\.", "encoder."), (r"^encoder\.blocks\.", "blocks.blocks."),
+                 (r"^encoder\.norm\.", "norm."), (r"^cls_head\.layers\.", "cls_head_finetune.")]
+BERT = [(r"^tokenizer\.(encoder|reduce_dim)\.", r"transformer_q.\1."), (r"^pos_embed\.", "transformer_q.pos_embed."),
+        (r"^encoder\.blocks\.", "transformer_q.blocks.blocks."), (r"^encoder\.norm\.", "transformer_q.norm.")]
+
+
+def upstream(state: dict, rules, prefix: str = "") -> OrderedDict:
+    """Our keys -> an upstream layout's keys; every key must match one rule (pos_embed may stay)."""
+    out = OrderedDict()
+    for key, value in state.items():
+        for pattern, repl in rules:
+            if re.match(pattern, key):
+                key = re.sub(pattern, repl, key)
+                break
+        else:
+            assert key.startswith("pos_embed."), key
+        out[prefix + key] = value.clone()
+    return out
+
+
+def tiny(preset: str, seed: int, **extra):
+    torch.manual_seed(seed)
+    model = create_model(preset, **{**tiny_overrides(preset), **extra})
+    for module in model.modules():  # non-trivial BatchNorm statistics, so a missed buffer shows
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.running_mean.uniform_(-0.5, 0.5), module.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def assert_same_model(imported, reference, clouds, reference_state=None):
+    ours, theirs = imported.state_dict(), reference_state or reference.state_dict()
+    assert set(ours) == set(theirs)
+    for key in theirs:
+        assert torch.equal(ours[key], theirs[key]), key
+    points = torch.from_numpy(clouds)
+    with torch.no_grad():
+        got, want = imported(points), reference(points)
+    assert set(got) == set(want)
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+
+
+def lightning_ckpt(state: dict, **hparams) -> dict:
+    """What a Lightning checkpoint holds beside the weights, as plain containers."""
+    return {"epoch": 7, "global_step": 840, "pytorch-lightning_version": "2.1.3", "state_dict": state,
+            "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": 8}}}},
+            "callbacks": {"ModelCheckpoint{'monitor': None}": {"best_model_path": "", "dirpath": "/runs"}},
+            "optimizer_states": [{"state": {0: {"step": torch.tensor(840.0)}},
+                                  "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "params": [0]}]}],
+            "lr_schedulers": [{"last_epoch": 7}], "hparams_name": "kwargs",
+            "hyper_parameters": {"encoder_dim": 48, "encoder_depth": 2, "encoder_heads": 3, "tokenizer_num_groups": 16,
+                                 "tokenizer_group_size": 8, "transformation_subsample_points": 256,
+                                 "target_sample_ratio": (0.15, 0.2), **hparams}}
+
+
+def jepa_state(model, ema_model=None) -> OrderedDict:
+    state = upstream(model.state_dict(), JEPA)
+    ema = (ema_model or model).state_dict()
+    state.update(("teacher.ema_model." + k[len("encoder."):], v.clone()) for k, v in ema.items() if k.startswith("encoder."))
+    state["predictor.blocks.0.norm1.weight"] = torch.ones(24)
+    state["mask_token"] = torch.zeros(48)
+    return state
+
+
+# -- imports -------------------------------------------------------------------------------------
+def test_point_jepa_lightning_ckpt_imports_exactly(tmp_path, clouds):
+    model = tiny("pointjepa-vits", 0)
+    path = tmp_path / "pretrain.ckpt"
+    torch.save(lightning_ckpt(jepa_state(model, tiny("pointjepa-vits", 1))), path)
+    imported, report, layout = import_checkpoint(path)
+    assert layout == "point-jepa"
+    assert_same_model(imported, model, clouds)
+    assert "mask_token" in report.ignored and "predictor.blocks.0.norm1.weight" in report.ignored
+    assert any(k.startswith("teacher.ema_model.") for k in report.ignored)
+    assert not report.missing and not report.unexpected and not report.notes
+
+
+def test_point_jepa_ema_source_takes_the_teacher_copy(tmp_path, clouds):
+    online, ema = tiny("pointjepa-vits", 0), tiny("pointjepa-vits", 1)
+    path = tmp_path / "pretrain.ckpt"
+    torch.save(lightning_ckpt(jepa_state(online, ema)), path)
+    imported, report, _ = import_checkpoint(path, source="ema")
+    # The EMA copy holds the transformer only; tokenizer and positions are shared with the student.
+    expected = {k: (ema if k.startswith("encoder.") else online).state_dict()[k] for k in online.state_dict()}
+    reference = tiny("pointjepa-vits", 2)
+    reference.load_state_dict(expected)
+    assert_same_model(imported, reference, clouds)
+    assert any(k.startswith("student.blocks.") for k in report.ignored)
+
+
+@pytest.mark.parametrize("ddp, container", [(False, "base_model"), (True, "model")])
+def test_point_mae_pretrained_pth_imports_exactly(tmp_path, clouds, ddp, container):
+    model = tiny("pointmae-vits", 0)
+    state = upstream(model.state_dict(), MAE, prefix="module." if ddp else "")
+    for key, shape in (("MAE_decoder.blocks.0.norm1.weight", (48,)), ("mask_token", (1, 1, 48)),
+                       ("decoder_pos_embed.0.weight", (16, 3)), ("increase_dim.0.weight", (24, 48, 1))):
+        state[("module." if ddp else "") + key] = torch.randn(shape)
+    path = tmp_path / "pretrain.pth"
+    torch.save({container: state, "optimizer": {"state": {}, "param_groups": []}, "epoch": 300,
+                "metrics": {"acc": 0.0}, "best_metrics": {"acc": 0.0}}, path)
+    imported, report, layout = import_checkpoint(path, overrides=UNSTORED)
+    assert layout == "point-mae"
+    assert_same_model(imported, model, clouds)
+    assert len(report.ignored) == 4
+
+
+def test_point_mae_finetuned_head_and_cls_token(tmp_path, clouds):
+    model = tiny("pointmae-vits", 0, num_classes=5)
+    state = upstream(model.state_dict(), MAE_FINETUNED)
+    state["cls_token"], state["cls_pos"] = torch.zeros(1, 1, 48), torch.randn(1, 1, 48)
+    path = tmp_path / "finetuned.pth"
+    torch.save({"base_model": state, "epoch": 1}, path)
+    imported, report, _ = import_checkpoint(path, overrides=UNSTORED)
+    assert imported.config.num_classes == 5
+    assert_same_model(imported, model, clouds)
+    assert sorted(report.ignored) == ["cls_pos", "cls_token"]
+    assert any("CLS token" in note for note in report.notes)
+
+
+def test_point_bert_pth_imports_with_reduce_dim(tmp_path, clouds):
+    model = tiny("pointbert-vits", 0)
+    assert model.config.encoder_dim == 32
+    state = upstream(model.state_dict(), BERT, prefix="module.")
+    extras = {"transformer_q.cls_token": (1, 1, 48), "transformer_q.cls_pos": (1, 1, 48),
+              "transformer_q.mask_token": (1, 1, 48), "transformer_q.lm_head.weight": (64, 48),
+              "transformer_q.cls_head.0.weight": (16, 48), "transformer_k.norm.weight": (48,),
+              "dvae.encoder.first_conv.0.weight": (128, 3, 1), "queue": (16, 64)}
+    state.update(("module." + k, torch.randn(shape)) for k, shape in extras.items())
+    path = tmp_path / "pointbert.pth"
+    torch.save({"base_model": state, "epoch": 300}, path)
+    imported, report, layout = import_checkpoint(path, overrides=UNSTORED)
+    assert layout == "point-bert"
+    assert_same_model(imported, model, clouds)
+    assert sorted(report.ignored) == sorted(extras)
+
+
+def test_native_round_trip_and_layout_names(tmp_path, clouds):
+    model = tiny("foundry-gate16", 0)
+    path = save_checkpoint(tmp_path / "student.pt", model)
+    imported, report, layout = import_checkpoint(path)
+    assert layout == "foundry-edge" == detect_layout(torch.load(path, weights_only=True))
+    assert_same_model(imported, model, clouds)
+    with pytest.raises(FoundryError, match="stores its own architecture"):
+        import_checkpoint(path, preset="foundry-s16")
+
+
+def test_lightning_attribute_dict_loads_as_a_plain_dict(tmp_path, monkeypatch):
+    """Lightning pickles hyper_parameters as AttributeDict: it must load without importing Lightning."""
+    names = ["lightning_fabric", "lightning_fabric.utilities", "lightning_fabric.utilities.data"]
+    for name in names:
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    attribute_dict = type("AttributeDict", (dict,), {"__module__": names[-1]})
+    sys.modules[names[-1]].AttributeDict = attribute_dict
+    model = tiny("pointjepa-vits", 0)
+    ckpt = lightning_ckpt(jepa_state(model))
+    ckpt["hyper_parameters"] = attribute_dict(ckpt["hyper_parameters"])
+    path = tmp_path / "lightning.ckpt"
+    torch.save(ckpt, path)
+    for name in names:
+        monkeypatch.delitem(sys.modules, name)
+    imported, _, _ = import_checkpoint(path)
+    assert imported.config.num_heads == 3 and names[-1] not in sys.modules
+
+
+# -- bad input -----------------------------------------------------------------------------------
+class RunsCode:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def one_line_error(path, **kwargs) -> str:
+    with pytest.raises(FoundryError) as info:
+        import_checkpoint(path, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    return message
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("save", ["torch", "pickle"])
+def test_pickle_that_runs_code_is_refused(tmp_path, save):
+    marker, path = tmp_path / "pwned", tmp_path / "evil.pt"
+    if save == "torch":
+        torch.save({"state_dict": {"w": torch.ones(1)}, "x": RunsCode(marker)}, path)
+    else:
+        path.write_bytes(pickle.dumps({"x": RunsCode(marker)}))
+    message = one_line_error(path)
+    assert not marker.exists()
+    assert message.startswith("refusing to load") and ("posix.system" in message or "Unsupported" in message)
+
+
+def test_foreign_class_is_refused_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "upstream_datasets", types.ModuleType("upstream_datasets"))
+    module_class = type("DataModule", (), {"__module__": "upstream_datasets"})
+    sys.modules["upstream_datasets"].DataModule = module_class
+    path = tmp_path / "hp.ckpt"
+    torch.save(lightning_ckpt({}, svm_validation={"modelnet40": module_class()}), path)
+    assert "upstream_datasets.DataModule" in one_line_error(path)
+
+
+@pytest.mark.parametrize("content, words", [(b"", "empty"), (b"x,y,z\n0,0,0\n", "not a PyTorch file"),
+                                            (None, "truncated")])
+def test_unreadable_files(tmp_path, content, words):
+    path = tmp_path / "bad.pt"
+    if content is None:
+        save_checkpoint(path, tiny("foundry-edge16", 0))
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.write_bytes(content)
+    assert words in one_line_error(path)
+
+
+def test_unknown_layout_names_what_it_found(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"net": {"conv1.weight": torch.ones(1)}}, path)
+    assert "keys [net]" in one_line_error(path)
+
+
+def test_other_architecture_names_mismatching_keys(tmp_path):
+    model = tiny("pointmae-vits", 0)
+    path = tmp_path / "tiny.pth"
+    torch.save({"base_model": upstream(model.state_dict(), MAE)}, path)
+    message = one_line_error(path, preset="pointmae-vits")
+    assert "shape mismatches: tokenizer.encoder.first_conv.0.weight: checkpoint (16, 3, 1) vs model (128, 3, 1)" in message
+    assert "missing keys: encoder.blocks.2." in message
+    # Inside one file: 64-wide transformer blocks between a 48-wide tokenizer and final norm.
+    state = upstream(tiny("pointmae-vits", 0, embed_dim=64, num_heads=4).state_dict(), MAE)
+    state.update((k, v) for k, v in upstream(model.state_dict(), MAE).items() if not k.startswith("MAE_encoder.blocks."))
+    torch.save({"base_model": state}, path)
+    message = one_line_error(path, overrides=UNSTORED)
+    assert "shape mismatches: encoder.blocks.0.norm1.weight: checkpoint (64,) vs model (48,)" in message
+
+
+def test_missing_keys_are_named(tmp_path):
+    state = upstream(tiny("pointmae-vits", 0).state_dict(), MAE)
+    for key in [k for k in state if k.startswith("MAE_encoder.blocks.blocks.1.mlp.")]:
+        del state[key]
+    path = tmp_path / "partial.pth"
+    torch.save({"base_model": state}, path)
+    message = one_line_error(path, overrides=UNSTORED)
+    assert "missing keys" in message and "encoder.blocks.1.mlp.fc1.weight" in message
+
+
+def test_future_format_version_is_refused(tmp_path):
+    path = save_checkpoint(tmp_path / "future.pt", tiny("foundry-edge16", 0), extra={"format_version": FORMAT_VERSION + 1})
+    assert f"version {FORMAT_VERSION + 1}" in one_line_error(path)
+
+
+def test_ema_source_needs_an_ema_copy(tmp_path):
+    path = tmp_path / "mae.pth"
+    torch.save({"base_model": upstream(tiny("pointmae-vits", 0).state_dict(), MAE)}, path)
+    assert "Point-JEPA" in one_line_error(path, source="ema")
+
+
+# -- CLI -----------------------------------------------------------------------------------------
+def test_cli_convert_writes_a_native_checkpoint(tmp_path, capsys, clouds):
+    model = tiny("pointjepa-vits", 0)
+    src, out = tmp_path / "pretrain.ckpt", tmp_path / "converted.pt"
+    torch.save(lightning_ckpt(jepa_state(model)), src)
+    assert main(["convert", str(src), "-o", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith(f"converting {src}") and lines[-1].endswith("PASSED")
+    assert any(line.startswith("  ignored:") and "mask_token" in line and "teacher.*" in line for line in lines)
+    imported, _, layout = import_checkpoint(out)
+    assert layout == "foundry-edge"
+    assert_same_model(imported, model, clouds)
+    assert main(["inspect", str(src), "--json"]) == 0
+    assert '"layout": "point-jepa"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case", ["evil", "missing", "conflict", "text"])
+def test_cli_convert_bad_input_is_one_error_line(tmp_path, capsys, case):
+    src, out, marker = tmp_path / "src.pt", tmp_path / "out.pt", tmp_path / "pwned"
+    args = ["convert", str(src), "-o", str(out)]
+    if case == "evil":
+        torch.save({"x": RunsCode(marker)}, src)
+    elif case == "conflict":
+        save_checkpoint(src, tiny("foundry-edge16", 0))
+        args += ["--source", "ema"]
+    elif case == "text":
+        src.write_text("not a checkpoint\n")
+    assert main(args) != 0
+    captured = capsys.readouterr()
+    errors = captured.err.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("error: ")
+    assert not out.exists() and not marker.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.pt")]
