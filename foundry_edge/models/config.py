@@ -14,6 +14,7 @@ from foundry_edge.errors import FoundryError
 
 KINDS = ("teacher", "student")
 ASSIGNERS = ("dso", "kmeans", "fps")
+GROUPINGS = ("exact", "scalable")
 
 
 @dataclass
@@ -25,6 +26,11 @@ class ModelConfig:
     num_groups: int = 64
     group_size: int = 32
     normalize_input: bool = True  # centre + unit sphere inside the model, so engines take raw clouds
+    # "exact": FPS over all points + one (G x N) kNN. "scalable" (large scenes): FPS over
+    # fps_candidates x G octree-stratified candidates + kNN in chunks of knn_chunk centres.
+    grouping: str = "exact"
+    fps_candidates: int = 4
+    knn_chunk: int = 512
     # Tokenizer (mini-PointNet). encoder_dim != embed_dim adds Point-BERT's reduce_dim Linear.
     tokenizer_widths: tuple = (128, 256, 512)
     tokenizer_bias: bool = False  # Point-JEPA: no bias before BN; Point-MAE / Point-BERT: bias
@@ -76,6 +82,8 @@ class ModelConfig:
             problems.append(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.assigner not in ASSIGNERS:
             problems.append(f"assigner must be one of {ASSIGNERS}, got {self.assigner!r}")
+        if self.grouping not in GROUPINGS:
+            problems.append(f"grouping must be one of {GROUPINGS}, got {self.grouping!r}")
         if self.embed_dim % self.num_heads:
             problems.append(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if len(self.tokenizer_widths) != 3:
@@ -91,7 +99,8 @@ class ModelConfig:
                 problems.append(f"gate_budget must be in 1..num_groups ({self.num_groups}), got {self.gate_budget}")
             if self.gate and self.assigner != "dso":
                 problems.append("the gate needs the learned DSO assigner (assigner=dso)")
-        for name in ("num_points", "num_groups", "group_size", "embed_dim", "depth", "num_heads"):
+        for name in ("num_points", "num_groups", "group_size", "embed_dim", "depth", "num_heads",
+                     "fps_candidates", "knn_chunk"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
         if problems:

@@ -21,6 +21,7 @@ from foundry_edge.models.foundry import (
 )
 from foundry_edge.models.heads import ClassificationHead, PartSegmentationHead
 from foundry_edge.models.layers import TransformerEncoder, positional_mlp
+from foundry_edge.models.scalable_grouping import ScalableGrouping
 from foundry_edge.models.tokenizer import PointTokenizer
 
 
@@ -36,8 +37,10 @@ class PointModel(nn.Module):
         super().__init__()
         self.config = config
         c = config
+        scalable = (ScalableGrouping(c.num_groups, c.group_size, c.fps_candidates, c.knn_chunk)
+                    if c.grouping == "scalable" else None)
         self.tokenizer = PointTokenizer(c.num_groups, c.group_size, c.embed_dim, c.tokenizer_widths,
-                                        c.tokenizer_bias, c.tokenizer_out_dim)
+                                        c.tokenizer_bias, c.tokenizer_out_dim, scalable)
         self.pos_embed = positional_mlp(c.embed_dim, c.pos_hidden)
         self.encoder = TransformerEncoder(c.embed_dim, c.depth, c.num_heads, c.mlp_ratio, c.qkv_bias)
         if c.kind == "student":

@@ -1,5 +1,7 @@
 """Point tokenizer: FPS + kNN grouping, then a mini-PointNet per group (Point-BERT / Point-MAE).
 
+Grouping is exact (models/grouping.py) or, for large scenes, scalable (models/scalable_grouping.py).
+
 (B, N, 3) points -> tokens (B, G, C), centres (B, G, 3). The mini-PointNet keeps the upstream module
 layout (`first_conv`, `second_conv` as Conv1d/BN/ReLU/Conv1d) so Point-JEPA, Point-MAE and Point-BERT
 weights import by key renaming alone.
@@ -11,6 +13,7 @@ import torch
 from torch import nn
 
 from foundry_edge.models.grouping import group_points
+from foundry_edge.models.scalable_grouping import ScalableGrouping
 
 
 class MiniPointNet(nn.Module):
@@ -45,14 +48,17 @@ class PointTokenizer(nn.Module):
     """Groups a cloud and embeds each group; `reduce_dim` maps Point-BERT's 256-wide groups to d."""
 
     def __init__(self, num_groups: int, group_size: int, embed_dim: int, widths=(128, 256, 512),
-                 bias: bool = False, encoder_dim: int | None = None):
+                 bias: bool = False, encoder_dim: int | None = None, scalable: ScalableGrouping | None = None):
         super().__init__()
         self.num_groups, self.group_size = num_groups, group_size
+        self.scalable = scalable
         encoder_dim = encoder_dim or embed_dim
         self.encoder = MiniPointNet(encoder_dim, widths, bias)
         self.reduce_dim = nn.Linear(encoder_dim, embed_dim) if encoder_dim != embed_dim else nn.Identity()
 
     def group(self, points: torch.Tensor):
+        if self.scalable is not None:
+            return self.scalable(points)
         return group_points(points, self.num_groups, self.group_size)
 
     def embed(self, neighbourhoods: torch.Tensor) -> torch.Tensor:

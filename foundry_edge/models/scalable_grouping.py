@@ -1,0 +1,139 @@
+"""Grouping for large scenes (2^16 to 2^18 points, up to 8192 centres) in ops that export to ONNX.
+
+(B, N, 3) points -> (B, G, K, 3) neighbourhoods relative to their centres, (B, G, 3) centres, like
+models/grouping.py, but never with a (G x N) distance matrix in memory and never FPS over all N:
+
+1. Octree-stratified candidates: sort the points along a Morton (Z-order) curve (TopK on unique int64
+   keys), score each point by how coarse the octree cell it opens is, and keep the M = fps_candidates
+   x G highest scores. Every occupied cell of the finest octree level with at most M cells keeps a
+   candidate, so every point lies within one cell diagonal of one.
+2. Exact FPS over the M candidates as one ONNX Loop (torch while_loop), started from the candidate
+   farthest from the centroid: O(G M) work instead of O(G N).
+3. Exact kNN over all N points, a fixed-size chunk of centres at a time: Python-unrolled TopK on
+   (B, chunk, N) distances, so memory is B * chunk * N * 4 bytes.
+
+foundry_edge/scene_grouping.py is the numpy twin (host grouping): same candidates, same centres, and a
+k-d tree for the kNN, which is what makes 2^18 points fast; the graph kNN here is exact but O(G N).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from foundry_edge.models.grouping import gather_points, knn_indices
+
+MORTON_BITS = 10  # octree levels: a 1024^3 grid over the cloud's bounding cube
+
+
+def spread_bits_table(bits: int = MORTON_BITS) -> torch.Tensor:
+    """(2^bits,) int64 table putting bit j of v at bit 3j (the Morton interleave of one axis)."""
+    values = torch.arange(1 << bits, dtype=torch.int64)
+    out = torch.zeros_like(values)
+    for j in range(bits):
+        out += ((values >> j) & 1) << (3 * j)
+    return out
+
+
+def grid_cells(points: torch.Tensor, bits: int = MORTON_BITS) -> torch.Tensor:
+    """(B, N, 3) -> (B, N, 3) int64 cells of a 2^bits grid over each cloud's bounding cube."""
+    low = points.min(dim=1, keepdim=True).values
+    extent = (points.max(dim=1, keepdim=True).values - low).amax(dim=-1, keepdim=True).clamp_min(1e-12)
+    scale = float((1 << bits) - 1) / extent  # float32, as in the numpy twin
+    return torch.floor((points - low) * scale).to(torch.int64).clamp(0, (1 << bits) - 1)
+
+
+def stratified_candidates(points: torch.Tensor, count: int, table: torch.Tensor,
+                          bits: int = MORTON_BITS) -> torch.Tensor:
+    """(B, N, 3) -> (B, count) int64 indices spread over the octree, coarsest cells first.
+
+    A point's score is the number of octree levels at which it opens a new cell (its cell against
+    the previous point's in Z order); ties go to the earlier point in Z order. Level prefixes are
+    cell // 2^k on values < 2^bits, exact even where an exporter lowers integer division to float.
+    """
+    n = points.shape[1]
+    position = torch.arange(n, device=points.device)
+    cells = grid_cells(points, bits)
+    spread = table[cells]  # (B, N, 3) Morton bits of each axis
+    codes = spread[..., 0] + 2 * spread[..., 1] + 4 * spread[..., 2]
+    order = torch.topk(codes * n + position, n, dim=1, largest=False, sorted=True).indices
+    cells = gather_points(cells, order)
+    prev = torch.cat([cells[:, :1], cells[:, :-1]], dim=1)
+    opens = torch.zeros_like(codes)
+    for level in range(bits + 1):
+        step = 1 << (bits - level)
+        differs = torch.div(cells, step, rounding_mode="floor") != torch.div(prev, step, rounding_mode="floor")
+        opens = opens + differs.any(dim=-1).to(torch.int64)
+    opens = torch.where(position == 0, bits + 1, opens)  # the first point opens every level
+    key = opens * n + (n - 1 - position)
+    top = torch.topk(key, count, dim=1, largest=True, sorted=True).indices
+    return torch.gather(order, 1, top)
+
+
+def _fps_step(points, farthest, min_dist):
+    """One FPS step: fold the distance to `farthest` into min_dist, return the next farthest."""
+    picked = gather_points(points, farthest.unsqueeze(1))  # (B, 1, 3)
+    min_dist = torch.minimum(min_dist, ((points - picked) ** 2).sum(-1))
+    return min_dist.argmax(dim=1), min_dist
+
+
+def farthest_point_sample_from(points: torch.Tensor, num_samples: int, start_from: torch.Tensor) -> torch.Tensor:
+    """(B, M, 3), (B, 1, 3) -> (B, S) int64 FPS indices, ties to the lowest index.
+
+    Starts at the point farthest from `start_from`. Exported as one ONNX Loop (torch while_loop) with
+    the chosen indices in a fixed (B, S) carried buffer (TensorRT wants fixed carried shapes); eager
+    runs the same steps as a Python loop, which is faster than while_loop outside export.
+    """
+    farthest = ((points - start_from) ** 2).sum(-1).argmax(dim=1)  # (B,)
+    min_dist = torch.full_like(points[..., 0], float("inf"))
+    if not torch.compiler.is_exporting():
+        chosen = []
+        for _ in range(num_samples):
+            chosen.append(farthest)
+            farthest, min_dist = _fps_step(points, farthest, min_dist)
+        return torch.stack(chosen, dim=1)
+    from torch._higher_order_ops import while_loop
+
+    chosen = torch.zeros(points.shape[0], num_samples, dtype=torch.int64, device=points.device)
+    slots = torch.arange(num_samples, device=points.device).unsqueeze(0)
+
+    def cond(i, farthest, min_dist, chosen):
+        return i < num_samples
+
+    def body(i, farthest, min_dist, chosen):
+        chosen = torch.where(slots == i, farthest.unsqueeze(1), chosen)
+        return (i + 1, *_fps_step(points, farthest, min_dist), chosen)
+
+    step = torch.zeros((), dtype=torch.int64, device=points.device)
+    return while_loop(cond, body, (step, farthest, min_dist, chosen))[3]
+
+
+def chunked_knn(centers: torch.Tensor, points: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
+    """(B, G, 3), (B, N, 3) -> (B, G, k) int64 exact kNN, `chunk` centres at a time (B*chunk*N*4 bytes)."""
+    parts = [knn_indices(centers[:, start:start + chunk], points, k) for start in range(0, centers.shape[1], chunk)]
+    return torch.cat(parts, dim=1)
+
+
+class ScalableGrouping(nn.Module):
+    """(B, N, 3) -> neighbourhoods (B, G, K, 3) relative to their centres, centres (B, G, 3)."""
+
+    def __init__(self, num_groups: int, group_size: int, fps_candidates: int = 4, knn_chunk: int = 512):
+        super().__init__()
+        self.num_groups, self.group_size = num_groups, group_size
+        self.fps_candidates, self.knn_chunk = fps_candidates, knn_chunk
+        self.register_buffer("morton_table", spread_bits_table(), persistent=False)
+
+    def select_centers(self, points: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3) -> (B, G) int64 indices of the centres."""
+        count = min(points.shape[1], self.fps_candidates * self.num_groups)
+        candidates = stratified_candidates(points, count, self.morton_table)
+        picked = farthest_point_sample_from(gather_points(points, candidates), self.num_groups,
+                                            points.mean(dim=1, keepdim=True))
+        return torch.gather(candidates, 1, picked)
+
+    def forward(self, points: torch.Tensor):
+        if points.shape[1] < self.group_size:
+            raise ValueError(f"a group needs {self.group_size} points but the cloud has {points.shape[1]}")
+        centers = gather_points(points, self.select_centers(points))
+        neighbours = gather_points(points, chunked_knn(centers, points, self.group_size, self.knn_chunk))
+        return neighbours - centers.unsqueeze(2), centers
