@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from foundry_edge.checkpoint import is_native, load_weights, model_from_native, torch_load_safe
 from foundry_edge.errors import FoundryError
 
-LAYOUTS = ("foundry-edge", "point-jepa", "point-mae", "point-bert")
 SOURCES = ("student", "ema")
 
 _ENCODER = {"encoder.": "tokenizer.encoder.", "pos_embed.": "pos_embed.", "blocks.blocks.": "encoder.blocks.",
@@ -101,15 +100,23 @@ def import_payload(payload: object, *, source: str = "student", preset: str | No
 
     model = PointModel(config)
     report = load_weights(model, mapped, ignored=ignored, source=name)
-    if preset is None and "num_heads" not in (overrides or {}) and "encoder_heads" not in hparams:
-        report.notes.append(f"num_heads={config.num_heads} is not stored in the weights (it only splits the width); "
-                            "if the upstream model used another head count, pass num_heads (--set num_heads=H)")
-    if any(k.split(".")[-1] in ("cls_token", "cls_pos") for k in ignored):
-        report.notes.append(_CLS_TOKEN_NOTE)
-    if layout == "point-bert" and any("cls_head_finetune." in k for k in ignored):
-        report.notes.append("Point-BERT's fine-tuned head (2 linear layers, no BatchNorm) is not imported; "
-                            "the model has no classification head")
+    heads_stated = preset is not None or "num_heads" in (overrides or {}) or "encoder_heads" in hparams
+    report.notes = _notes(layout, ignored, None if heads_stated else config.num_heads)
     return model.eval(), report, layout
+
+
+def _notes(layout: str, ignored: list[str], guessed_heads: int | None) -> list[str]:
+    """Where the imported model may not compute what the upstream one did."""
+    notes = []
+    if guessed_heads:
+        notes.append(f"num_heads={guessed_heads} is not stored in the weights (it only splits the width); "
+                     "if the upstream model used another head count, pass num_heads (--set num_heads=H)")
+    if any(k.split(".")[-1] in ("cls_token", "cls_pos") for k in ignored):
+        notes.append(_CLS_TOKEN_NOTE)
+    if layout == "point-bert" and any("cls_head_finetune." in k for k in ignored):
+        notes.append("Point-BERT's fine-tuned head (2 linear layers, no BatchNorm) is not imported; "
+                     "the model has no classification head")
+    return notes
 
 
 def foreign_state(payload: object) -> dict:
@@ -127,7 +134,7 @@ def foreign_state(payload: object) -> dict:
 
 
 def detect_layout(payload: object, name: str = "checkpoint") -> str:
-    """Which of LAYOUTS a loaded checkpoint is, from its keys."""
+    """foundry-edge, point-jepa, point-mae or point-bert: which layout a loaded checkpoint is, from its keys."""
     if is_native(payload):
         return "foundry-edge"
     keys = list(foreign_state(payload))

@@ -6,6 +6,7 @@ of foundry_edge.importers' tables, so a wrong table fails these tests.
 
 from __future__ import annotations
 
+import argparse
 import os
 import pickle
 import re
@@ -16,7 +17,7 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from foundry_edge.checkpoint import FORMAT_VERSION, save_checkpoint
+from foundry_edge.checkpoint import FORMAT_VERSION, save_checkpoint, torch_load_safe
 from foundry_edge.cli import main
 from foundry_edge.errors import FoundryError
 from foundry_edge.importers import detect_layout, import_checkpoint
@@ -187,12 +188,14 @@ def test_lightning_attribute_dict_loads_as_a_plain_dict(tmp_path, monkeypatch):
     model = tiny("pointjepa-vits", 0)
     ckpt = lightning_ckpt(jepa_state(model))
     ckpt["hyper_parameters"] = attribute_dict(ckpt["hyper_parameters"])
+    ckpt["args"] = argparse.Namespace(lr=0.1)  # older Lightning: hparams as an argparse Namespace
     path = tmp_path / "lightning.ckpt"
     torch.save(ckpt, path)
     for name in names:
         monkeypatch.delitem(sys.modules, name)
     imported, _, _ = import_checkpoint(path)
     assert imported.config.num_heads == 3 and names[-1] not in sys.modules
+    assert torch_load_safe(path)["args"].lr == 0.1
 
 
 # -- bad input -----------------------------------------------------------------------------------
@@ -321,3 +324,12 @@ def test_cli_convert_bad_input_is_one_error_line(tmp_path, capsys, case):
     assert len(errors) == 1 and errors[0].startswith("error: ")
     assert not out.exists() and not marker.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.pt")]
+
+
+@pytest.mark.parametrize("layout", ["point-mae", "point-bert"])
+def test_cli_inspect_reads_pth_layouts(tmp_path, capsys, layout):
+    preset, rules = {"point-mae": ("pointmae-vits", MAE), "point-bert": ("pointbert-vits", BERT)}[layout]
+    path = tmp_path / "upstream.pth"
+    torch.save({"base_model": upstream(tiny(preset, 0).state_dict(), rules, prefix="module.")}, path)
+    assert main(["inspect", str(path), "--json"]) == 0
+    assert f'"layout": "{layout}"' in capsys.readouterr().out
