@@ -26,8 +26,14 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "inspect",
     "convert",
+    "export",
     "profile",
     "train",
+    "build",
+    "run",
+    "verify",
+    "doctor",
+    "calibrate",
 ]
 
 for _name in COMMAND_MODULES:

@@ -1,0 +1,81 @@
+"""`foundry-edge run MODEL CLOUD...`: outputs of any runtime on point-cloud files, as a table or an .npz."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+
+
+def run(
+    model: str = typer.Argument(..., help="A preset, 'default', a checkpoint (.pt), an ONNX, or a TensorRT plan (.plan/.engine)."),
+    clouds: List[Path] = typer.Argument(..., help="Point-cloud files (npy, ply, pcd, txt, las...)."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="torch, ort-cpu, ort-cuda, ort-trt or trt (default: by file type)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Save every output to this .npz."),
+    batch: int = typer.Option(8, "--batch", help="Clouds per inference call."),
+    set_: List[str] = typer.Option([], "--set", help="Override a preset field, e.g. --set num_points=2048 (presets only)."),
+    device: str = typer.Option("cpu", "--device", help="torch device (torch runtime only)."),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="Replay a captured CUDA graph (trt runtime only)."),
+) -> None:
+    """Run a model on clouds: a summary per output, and the top class per cloud where there is a head."""
+    import numpy as np
+
+    from foundry_edge.runtimes import open_runtime
+    from foundry_edge.runtimes.compare import batches, gather_clouds, merge_batches
+
+    rt = open_runtime(model, runtime, **backend_options(model, runtime, set_, device, cuda_graph))
+    with rt:
+        typer.echo(f"runtime {rt.name} on {rt.provider}; {len(clouds)} clouds at {rt.num_points} points")
+        points, names = gather_clouds([str(c) for c in clouds], rt.num_points, len(clouds))
+        start = time.perf_counter()
+        outputs = merge_batches([rt.infer(chunk) for chunk in batches(points, batch)])
+        seconds = time.perf_counter() - start
+        class_names = rt.class_names
+    print_summary(outputs, names, class_names)
+    typer.echo(f"inference: {seconds * 1e3:.1f} ms for {len(points)} clouds")
+    if output:
+        from foundry_edge.fileio import atomic_path
+
+        with atomic_path(output) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, clouds=np.array(names), **outputs)
+        typer.echo(f"wrote {output} ({output.stat().st_size / 1024:.1f} KiB)")
+
+
+def backend_options(model: str, runtime: Optional[str], set_: List[str], device: str, cuda_graph: bool) -> dict:
+    """CLI options -> open_runtime keywords; options that do not apply to the chosen runtime are refused."""
+    from foundry_edge.errors import FoundryError
+    from foundry_edge.models.config import parse_overrides
+    from foundry_edge.runtimes import VALID, model_kind
+
+    chosen = runtime or VALID[model_kind(model)][0]
+    wrong = [flag for flag, given, valid in (("--set", bool(set_), "torch"), ("--device", device != "cpu", "torch"),
+                                              ("--cuda-graph", cuda_graph, "trt")) if given and chosen != valid]
+    if wrong:
+        raise FoundryError(f"{', '.join(wrong)} do not apply to the {chosen} runtime: drop them")
+    if chosen == "torch":
+        return {"device": device, "overrides": parse_overrides(set_)}
+    return {"cuda_graph": cuda_graph} if chosen == "trt" else {}
+
+
+def print_summary(outputs: dict, names: List[str], class_names) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="outputs")
+    for column in ("output", "shape", "dtype", "min", "mean", "max"):
+        table.add_column(column, justify="left" if column in ("output", "dtype") else "right")
+    for name, value in outputs.items():
+        table.add_row(name, "x".join(map(str, value.shape)), str(value.dtype), f"{value.min():.4g}",
+                      f"{value.astype('float64').mean():.4g}", f"{value.max():.4g}")
+    Console().print(table)
+    if "logits" in outputs:
+        top = outputs["logits"].argmax(-1)
+        for cloud, k in zip(names, top):
+            label = class_names[k] if class_names and k < len(class_names) else f"class {k}"
+            typer.echo(f"{cloud}: {label}")

@@ -1,0 +1,71 @@
+"""`foundry-edge verify MODEL --against REFERENCE`: both on the same clouds, judged per output; PASSED/FAILED."""
+
+from __future__ import annotations
+
+import json
+from typing import List, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("verify")(verify)
+
+
+def verify(
+    model: str = typer.Argument(..., help="The model under test: ONNX, plan, preset or checkpoint."),
+    against: str = typer.Option(..., "--against", help="The reference: usually the preset or checkpoint it came from."),
+    clouds: List[str] = typer.Option([], "--clouds", help="Cloud files to compare on (default: synthetic shapes)."),
+    samples: int = typer.Option(8, "--samples", help="Synthetic clouds when --clouds is not given."),
+    batch: int = typer.Option(4, "--batch", help="Clouds per inference call."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="Runtime for MODEL (default: by file type)."),
+    reference_runtime: Optional[str] = typer.Option(None, "--reference-runtime", help="Runtime for the reference."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or int8 tolerances (default: the model's)."),
+    set_: List[str] = typer.Option([], "--set", help="Preset overrides, applied to whichever side is a preset."),
+    as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON before the verdict."),
+) -> None:
+    """Compare a model against a reference: max abs/rel error, cosine, assignment and top-1 agreement."""
+    from foundry_edge.errors import FoundryError
+    from foundry_edge.models.config import parse_overrides
+    from foundry_edge.runtimes import model_kind, open_runtime
+    from foundry_edge.runtimes.compare import TOLERANCES, batches, compare_outputs, gather_clouds, merge_batches
+
+    overrides = parse_overrides(set_)
+    if overrides and "torch" not in (model_kind(model), model_kind(against)):
+        raise FoundryError("--set overrides apply to presets, and neither side is one: drop --set")
+    opts = lambda spec: {"overrides": overrides} if model_kind(spec) == "torch" else {}  # noqa: E731
+    with open_runtime(against, reference_runtime, **opts(against)) as ref, open_runtime(model, runtime, **opts(model)) as test:
+        wanted = precision or test.precision
+        if wanted not in TOLERANCES:
+            raise FoundryError(f"expected --precision in {sorted(TOLERANCES)}, got {wanted!r}")
+        num_points = test.num_points or ref.num_points
+        typer.echo(f"reference {against} on {ref.provider}; model {model} on {test.provider}; {wanted} tolerances")
+        points, _ = gather_clouds(clouds, num_points, samples)
+        typer.echo(f"comparing on {len(points)} clouds of {num_points} points ({'files' if clouds else 'synthetic shapes'})")
+        expected = merge_batches([ref.infer(chunk) for chunk in batches(points, batch)])
+        got = merge_batches([test.infer(chunk) for chunk in batches(points, batch)])
+    checks = compare_outputs(expected, got, wanted)
+    print_checks(checks)
+    if as_json:
+        typer.echo(json.dumps([c.to_dict() for c in checks], indent=2))
+    passed = all(c.passed for c in checks)
+    typer.echo("PASSED" if passed else "FAILED")
+    if not passed:
+        raise typer.Exit(1)
+
+
+def print_checks(checks) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    table = Table(title="verify")
+    for column in ("output", "shape", "max abs", "max rel", "cosine", "agreement", "top-1", "result"):
+        table.add_column(column, justify="left" if column in ("output", "result") else "right")
+    for c in checks:
+        table.add_row(c.name, "x".join(map(str, c.shape)), fmt(c.max_abs, ".2e"), fmt(c.max_rel, ".2e"),
+                      fmt(c.cosine, ".6f"), fmt(c.agreement, ".4f"), fmt(c.top1, ".4f"),
+                      ("ok" if c.passed else "FAIL") + (f" ({c.detail})" if c.detail else ""))
+    Console(width=160).print(table)

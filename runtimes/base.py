@@ -1,0 +1,194 @@
+"""The one Runtime contract every backend follows (Polygraphy's runner shape).
+
+`load()` / `close()` (or `with rt:`), `inputs` / `outputs` as `TensorSpec`s, `infer(points)` on raw
+clouds (B, N, 3) and `infer_feed(feed)` on the graph's own inputs. The base class checks every feed
+against the input specs, does host-side grouping for `--grouping host` models, and records the time of
+each call; a backend fills in `load_impl`, `infer_impl`, `close_impl` and, if it has one, `device_bytes_impl`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from foundry_edge.errors import FoundryError
+
+Dim = Union[int, str]  # a fixed size, or the name of a dynamic axis
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy dtype name, e.g. "float32"
+    shape: Tuple[Dim, ...]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TensorSpec":
+        return cls(data["name"], data["dtype"], tuple(data["shape"]))
+
+
+@dataclass
+class Grouping:
+    """How raw clouds become the graph's inputs: in the graph, or on the host with foundry_edge.preprocess."""
+
+    mode: str = "graph"  # "graph" | "host"
+    num_groups: int = 0
+    group_size: int = 0
+    normalize_on_host: bool = False
+    preprocessing: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> "Grouping":
+        pre = manifest.get("preprocessing", {})
+        mode = manifest.get("grouping", "graph")
+        return cls(mode, int(pre.get("num_groups", 0)), int(pre.get("group_size", 0)),
+                   mode == "host" and not pre.get("in_graph", False), dict(pre))
+
+
+class Runtime:
+    """Base class: input checks, host grouping and timing; backends override the `*_impl` hooks."""
+
+    name = "base"
+
+    def __init__(self, grouping: Optional[Grouping] = None):
+        self.grouping = grouping or Grouping()
+        self.inputs: List[TensorSpec] = []
+        self.outputs: List[TensorSpec] = []
+        self.provider = ""  # what actually runs, e.g. "CPUExecutionProvider" or "TensorRT 10.3.0"
+        self.class_names: Optional[List[str]] = None
+        self.precision = "fp32"  # what the model was exported or built at: fp32, fp16 or int8
+        self.timings: List[float] = []  # seconds per infer_feed call
+        self.is_active = False
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def load(self) -> "Runtime":
+        if not self.is_active:
+            self.load_impl()
+            self.is_active = True
+        return self
+
+    def close(self) -> None:
+        if self.is_active:
+            self.close_impl()
+            self.is_active = False
+
+    def __enter__(self) -> "Runtime":
+        return self.load()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- inference --------------------------------------------------------------------------------
+    def infer(self, points: np.ndarray) -> Dict[str, np.ndarray]:
+        """(B, N, 3) raw clouds -> outputs by name; grouping happens wherever the model expects it."""
+        return self.infer_feed(self.feed_from_points(points))
+
+    def feed_from_points(self, points: np.ndarray) -> Dict[str, np.ndarray]:
+        """(B, N, 3) -> the graph's feed: {points} or {neighbourhoods (B, G, K, 3), centers (B, G, 3)}."""
+        points = np.asarray(points)
+        if points.ndim == 2:
+            points = points[None]
+        if points.ndim != 3 or points.shape[-1] != 3:
+            raise FoundryError(f"expected clouds shaped (B, N, 3), got {points.shape}: pass xyz points only")
+        points = np.ascontiguousarray(points, dtype=np.float32)
+        if not np.isfinite(points).all():
+            raise FoundryError("expected finite coordinates, found NaN or inf: clean the cloud first")
+        if self.grouping.mode == "graph":
+            return {self.inputs[0].name: points}
+        from foundry_edge import preprocess
+
+        if self.grouping.normalize_on_host:
+            points = preprocess.normalize(points)
+        neighbourhoods, centers = preprocess.group(points, self.grouping.num_groups, self.grouping.group_size)
+        return {"neighbourhoods": np.ascontiguousarray(neighbourhoods, dtype=np.float32),
+                "centers": np.ascontiguousarray(centers, dtype=np.float32)}
+
+    def infer_feed(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """The graph's inputs by name -> outputs by name; checks the feed and times the call."""
+        if not self.is_active:
+            raise FoundryError(f"the {self.name} runtime is not loaded: call load() or use it in a `with` block")
+        self.check_feed(feed)
+        start = time.perf_counter()
+        outputs = self.infer_impl(feed)
+        self.timings.append(time.perf_counter() - start)
+        return outputs
+
+    def check_feed(self, feed: Dict[str, np.ndarray]) -> None:
+        """Refuse a feed whose names, dtypes or fixed dims differ from the input specs."""
+        expected = {spec.name for spec in self.inputs}
+        if set(feed) != expected:
+            raise FoundryError(f"expected inputs {sorted(expected)}, got {sorted(feed)}: "
+                               "feed exactly the model's inputs (see rt.inputs)")
+        for spec in self.inputs:
+            array = feed[spec.name]
+            if str(array.dtype) != spec.dtype:
+                raise FoundryError(f"input {spec.name!r} must be {spec.dtype}, got {array.dtype}: cast it first")
+            if array.ndim != len(spec.shape) or any(
+                    isinstance(want, int) and want >= 0 and want != got for want, got in zip(spec.shape, array.shape)):
+                raise FoundryError(f"input {spec.name!r} must be shaped {_shape_text(spec.shape)}, "
+                                   f"got {tuple(array.shape)}: resample the clouds to the model's point count")
+
+    # -- reports ----------------------------------------------------------------------------------
+    def memory(self) -> Dict[str, Optional[int]]:
+        """{"host_rss_bytes", "device_bytes"}: process RSS and what this backend holds on the device."""
+        return {"host_rss_bytes": host_rss_bytes(), "device_bytes": self.device_bytes_impl()}
+
+    @property
+    def num_points(self) -> Optional[int]:
+        """Points per cloud the model expects: the manifest's, else a fixed N in the input's shape."""
+        if self.grouping.preprocessing.get("num_points"):
+            return int(self.grouping.preprocessing["num_points"])
+        if self.grouping.mode == "graph" and self.inputs and isinstance(self.inputs[0].shape[1], int):
+            return int(self.inputs[0].shape[1])
+        return None
+
+    @property
+    def last_inference_time(self) -> Optional[float]:
+        return self.timings[-1] if self.timings else None
+
+    # -- backend hooks ----------------------------------------------------------------------------
+    def load_impl(self) -> None:
+        raise NotImplementedError
+
+    def infer_impl(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def close_impl(self) -> None:
+        """Release what load_impl took; nothing by default."""
+
+    def device_bytes_impl(self) -> Optional[int]:
+        """Device memory this backend holds, or None where there is no device."""
+        return None
+
+
+def host_rss_bytes() -> Optional[int]:
+    """Resident set size of this process (psutil where installed, else /proc on Linux)."""
+    try:
+        import psutil
+    except ImportError:
+        try:
+            with open("/proc/self/statm") as fh:
+                import os
+
+                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return None
+    return psutil.Process().memory_info().rss
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def numpy_dtype_name(onnx_type: str) -> str:
+    """'tensor(float)' (ONNX Runtime's type string) -> 'float32'."""
+    table = {"float": "float32", "float16": "float16", "double": "float64", "int64": "int64",
+             "int32": "int32", "int8": "int8", "uint8": "uint8", "bool": "bool"}
+    inner = onnx_type[len("tensor("):-1] if onnx_type.startswith("tensor(") else onnx_type
+    return table.get(inner, inner)

@@ -1,0 +1,312 @@
+"""ONNX -> raw TensorRT plan + sidecar JSON + the equivalent trtexec line (`onnx2engine`).
+
+Steps, each a small function: read the model's inputs and profiles -> choose how precision is expressed
+(builder flags on TensorRT <= 10; an FP16 or Q/DQ ONNX on strongly typed TensorRT 11) -> parse -> config
+(profiles, workspace, optimisation level, timing cache, DLA, precision) -> build -> write atomically.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from foundry_edge.errors import FoundryError
+from foundry_edge.fileio import sha256_file, write_bytes_atomic, write_text_atomic
+from foundry_edge.runtimes import trt_compat
+from foundry_edge.runtimes.model_info import ModelInfo, read_model_info
+
+PRECISIONS = ("fp32", "fp16", "int8")
+CALIB_METHODS = ("entropy", "minmax")
+Shape = Tuple[int, ...]
+
+
+@dataclass
+class BuildConfig:
+    """The `foundry-edge build` options, one field each (trtexec's names in comments)."""
+
+    precision: str = "fp16"                      # --fp16 / --int8 (weakly typed) or the ONNX's own types
+    min_shapes: Dict[str, Shape] = field(default_factory=dict)  # --minShapes
+    opt_shapes: Dict[str, Shape] = field(default_factory=dict)  # --optShapes
+    max_shapes: Dict[str, Shape] = field(default_factory=dict)  # --maxShapes
+    workspace_mib: Optional[int] = None          # --memPoolSize=workspace:N
+    opt_level: Optional[int] = None              # --builderOptimizationLevel
+    timing_cache: Optional[Path] = None          # --timingCacheFile
+    dla_core: Optional[int] = None               # --useDLACore
+    allow_gpu_fallback: bool = False             # --allowGPUFallback
+    calib: Sequence[str] = ()                    # clouds for an implicit INT8 calibrator (TensorRT <= 10)
+    calib_cache: Optional[Path] = None           # --calib
+    calib_method: str = "entropy"
+    calib_samples: int = 64
+    verbose: bool = False                        # --verbose
+    trt_module: Optional[str] = None             # tensorrt, or tensorrt_rtx for graph checks
+
+    def problems(self) -> List[str]:
+        """Options that conflict, as one table of what is valid together."""
+        out = []
+        if self.precision not in PRECISIONS:
+            out.append(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.allow_gpu_fallback and self.dla_core is None:
+            out.append("--allow-gpu-fallback needs --dla-core")
+        if (self.calib or self.calib_cache) and self.precision != "int8":
+            out.append("--calib/--calib-cache need --precision int8")
+        if self.calib_method not in CALIB_METHODS:
+            out.append(f"--calib-method must be one of {CALIB_METHODS}, got {self.calib_method!r}")
+        if self.opt_level is not None and not 0 <= self.opt_level <= 5:
+            out.append(f"--opt-level must be 0..5, got {self.opt_level}")
+        if self.workspace_mib is not None and self.workspace_mib < 1:
+            out.append(f"--workspace must be a positive number of MiB, got {self.workspace_mib}")
+        return out
+
+
+@dataclass
+class BuildResult:
+    plan: Path
+    sidecar: Path
+    trtexec: Path
+    onnx_built: Path  # the ONNX TensorRT parsed (an FP16 conversion on strongly typed TensorRT)
+    seconds: float
+    plan_bytes: int
+    sidecar_data: dict
+
+
+def parse_shapes(text: str) -> Dict[str, Shape]:
+    """trtexec's 'points:1x1024x3,centers:1x64x3' -> {'points': (1, 1024, 3), ...}."""
+    shapes = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, dims = item.rpartition(":")
+        try:
+            shapes[name] = tuple(int(d) for d in dims.split("x"))
+        except ValueError:
+            shapes[name] = ()
+        if not sep or not name or not shapes[name]:
+            raise FoundryError(f"expected shapes like points:1x1024x3, got {item!r}: write NAME:DxDxD, comma-separated")
+    return shapes
+
+
+def profile_shapes(info: ModelInfo, config: BuildConfig) -> Dict[str, Tuple[Shape, Shape, Shape]]:
+    """Input name -> (min, opt, max): the options where given, else the manifest's per-axis profiles."""
+    out = {}
+    for spec in info.inputs:
+        given = [config.min_shapes.get(spec.name), config.opt_shapes.get(spec.name), config.max_shapes.get(spec.name)]
+        triple = []
+        for which, shape in enumerate(given):
+            triple.append(shape or _shape_from_profiles(spec, info.profiles, which))
+        for shape in triple:
+            fixed = [(w, g) for w, g in zip(spec.shape, shape) if isinstance(w, int) and w >= 0 and w != g]
+            if len(shape) != len(spec.shape) or fixed:
+                raise FoundryError(f"shape {shape} for input {spec.name!r} does not fit its dims {spec.shape}: "
+                                   "change only the dynamic axes")
+        if any(a > b for lo, hi in zip(triple, triple[1:]) for a, b in zip(lo, hi)):
+            raise FoundryError(f"input {spec.name!r} needs min <= opt <= max per axis, got {triple}: fix the shapes")
+        out[spec.name] = tuple(triple)
+    return out
+
+
+def _shape_from_profiles(spec, profiles: Dict[str, List[int]], which: int) -> Shape:
+    dims = []
+    for dim in spec.shape:
+        if isinstance(dim, int) and dim >= 0:
+            dims.append(dim)
+        elif dim in profiles:
+            dims.append(int(profiles[dim][which]))
+        else:
+            raise FoundryError(f"input {spec.name!r} has a dynamic axis {dim!r} with no profile: pass "
+                               f"--min-shapes/--opt-shapes/--max-shapes {spec.name}:..., or export with a manifest")
+    return tuple(dims)
+
+
+def trtexec_command(onnx: Path, plan: Path, shapes, config: BuildConfig, strongly_typed: bool,
+                    fp32_layers: Sequence[str] = ()) -> str:
+    """The trtexec line that builds the same engine (flags from TensorRT 8.5 to 11)."""
+    def joined(which: int) -> str:
+        return ",".join(f"{name}:{'x'.join(str(d) for d in triple[which])}" for name, triple in shapes.items())
+
+    parts = ["trtexec", f"--onnx={onnx}", f"--saveEngine={plan}",
+             f"--minShapes={joined(0)}", f"--optShapes={joined(1)}", f"--maxShapes={joined(2)}"]
+    if strongly_typed:
+        parts.append("--stronglyTyped")
+    elif config.precision in ("fp16", "int8"):
+        parts.append("--fp16")
+        if config.precision == "int8":
+            parts.append("--int8")
+            if config.calib_cache:
+                parts.append(f"--calib={config.calib_cache}")
+        if fp32_layers:
+            parts += ["--precisionConstraints=prefer", "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in fp32_layers)]
+    if config.workspace_mib:
+        parts.append(f"--memPoolSize=workspace:{config.workspace_mib}")
+    if config.opt_level is not None:
+        parts.append(f"--builderOptimizationLevel={config.opt_level}")
+    if config.timing_cache:
+        parts.append(f"--timingCacheFile={config.timing_cache}")
+    if config.dla_core is not None:
+        parts.append(f"--useDLACore={config.dla_core}")
+        if config.allow_gpu_fallback:
+            parts.append("--allowGPUFallback")
+    if config.verbose:
+        parts.append("--verbose")
+    return " ".join(parts)
+
+
+def prepare_onnx(trt, onnx_path: Path, plan_path: Path, info: ModelInfo, precision: str, log) -> Tuple[Path, bool, dict]:
+    """(the ONNX to parse, strongly typed?, notes): how `precision` is expressed on this TensorRT."""
+    strongly = trt_compat.strongly_typed_only(trt)
+    if info.precision == "int8" and precision != "int8":
+        raise FoundryError(f"{onnx_path.name} is a Q/DQ INT8 ONNX, asked for {precision}: build it with --precision int8")
+    if not strongly:
+        return onnx_path, False, {}
+    if precision == "int8" and info.precision != "int8":
+        raise FoundryError(f"TensorRT {trt_compat.version(trt)} is strongly typed and needs a Q/DQ ONNX for INT8, "
+                           f"{onnx_path.name} has no Q/DQ nodes: run `foundry-edge calibrate {onnx_path}` first")
+    if precision == "fp32" and info.precision == "fp16":
+        raise FoundryError(f"{onnx_path.name} is an FP16 ONNX and TensorRT {trt_compat.version(trt)} takes its types "
+                           "as they are: build it with --precision fp16 or pass the FP32 ONNX")
+    if precision != "fp16" or info.precision == "fp16":
+        return onnx_path, True, {}
+    from foundry_edge.calibration.fp16 import convert_to_fp16
+
+    fp16_path = plan_path.with_suffix(".onnx")  # model.fp16.plan -> model.fp16.onnx, kept for trtexec
+    log(f"converting to an FP16 ONNX for strongly typed TensorRT: {fp16_path.name}")
+    kept = convert_to_fp16(onnx_path, fp16_path)["fp32_nodes"]
+    log(f"kept {len(kept)} sensitive nodes in FP32 (LayerNorm, softmax, decision inputs)")
+    return fp16_path, True, {"fp16_onnx": fp16_path.name, "fp32_nodes": len(kept)}
+
+
+def parse_network(trt, builder, onnx_path: Path, logger):
+    """(network, parser): both are returned because the network must outlive the parser's caller."""
+    network = trt_compat.create_network(trt, builder)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
+        raise FoundryError(f"TensorRT {trt_compat.version(trt)} could not parse {onnx_path.name}: {errors}: "
+                           "check the opset (18-20) and `foundry-edge export` checks")
+    return network, parser
+
+
+def configure(trt, builder, network, onnx_model_path: Path, shapes, config: BuildConfig, strongly: bool, log):
+    """An IBuilderConfig with profiles, limits, cache, DLA and precision -> (config, keep-alive, FP32 layers)."""
+    cfg = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    for name, (lo, opt, hi) in shapes.items():
+        profile.set_shape(name, lo, opt, hi)
+    cfg.add_optimization_profile(profile)
+    if config.workspace_mib:
+        trt_compat.set_workspace(trt, cfg, config.workspace_mib)
+    if config.opt_level is not None:
+        trt_compat.set_opt_level(trt, cfg, config.opt_level)
+    alive = [profile]
+    if config.timing_cache:
+        cache = Path(config.timing_cache)
+        alive.append(trt_compat.load_timing_cache(cfg, cache.read_bytes() if cache.is_file() else b""))
+    if config.dla_core is not None:
+        trt_compat.set_dla(trt, builder, cfg, config.dla_core, config.allow_gpu_fallback)
+    if not strongly and config.precision != "fp32":
+        trt_compat.set_precision_flags(trt, builder, cfg, config.precision)
+        pinned = trt_compat.keep_layers_fp32(trt, network, cfg, fp32_node_names(onnx_model_path))
+        log(f"kept {len(pinned)} sensitive layers in FP32 (LayerNorm, softmax, decision inputs)")
+        return cfg, alive, pinned
+    return cfg, alive, []
+
+
+def fp32_node_names(onnx_path: Path) -> List[str]:
+    """The ONNX nodes the calibration keeps in full precision, so INT8, FP16 and TensorRT agree on them."""
+    import onnx
+
+    from foundry_edge.calibration.graph import ensure_node_names, find_exclusions
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    ensure_node_names(model)
+    return sorted(find_exclusions(model).nodes)
+
+
+def attach_calibrator(trt, cfg, info: ModelInfo, config: BuildConfig, has_qdq: bool, log):
+    """INT8 without Q/DQ on TensorRT <= 10: an implicit calibrator over the clouds (calibration's make_calibrator)."""
+    if config.precision != "int8" or has_qdq:
+        return None
+    if not (config.calib or config.calib_cache):
+        raise FoundryError("INT8 from an FP32 ONNX needs calibration data: pass --calib CLOUDS (or --calib-cache), "
+                           "or run `foundry-edge calibrate` and build its Q/DQ ONNX")
+    if not trt_compat.has_implicit_calibrators(trt):
+        raise FoundryError(f"TensorRT {trt_compat.version(trt)} has no implicit INT8 calibrators: "
+                           "run `foundry-edge calibrate` and build its Q/DQ ONNX")
+    from foundry_edge.calibration import feeds as calib_feeds
+    from foundry_edge.calibration.trt_calibrator import make_calibrator
+
+    batches = []
+    if config.calib:
+        pre = calib_feeds.preprocessing_from(info.manifest)
+        clouds = calib_feeds.open_clouds(list(config.calib), config.calib_samples, split="calibration")
+        batches = calib_feeds.prepare(clouds, pre, [s.name for s in info.inputs])
+    log(f"INT8 calibrator: {config.calib_method}, {len(batches)} batches, cache {config.calib_cache or 'none'}")
+    calibrator = make_calibrator(batches, config.calib_cache, config.calib_method, trt=trt)
+    cfg.int8_calibrator = calibrator
+    return calibrator
+
+
+def onnx2engine(onnx_path: str | Path, plan_path: str | Path, config: BuildConfig,
+                log: Callable[[str], None] = print) -> BuildResult:
+    """Build `plan_path` (+ `<plan>.json`, `<plan>.trtexec.txt`) from `onnx_path`; nothing partial on failure."""
+    problems = config.problems()
+    if problems:
+        raise FoundryError("conflicting build options: " + "; ".join(problems))
+    onnx_path, plan_path = Path(onnx_path), Path(plan_path)
+    trt = trt_compat.import_tensorrt(config.trt_module)
+    log(f"building with {trt_compat.module_name(trt)} {trt_compat.version(trt)}: {onnx_path.name} -> "
+        f"{plan_path.name} ({config.precision})")
+    info = read_model_info(onnx_path)
+    shapes = profile_shapes(info, config)
+    parse_path, strongly, notes = prepare_onnx(trt, onnx_path, plan_path, info, config.precision, log)
+    logger = trt.Logger(trt.Logger.VERBOSE if config.verbose else trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network, _parser = parse_network(trt, builder, parse_path, logger)
+    cfg, _alive, fp32_layers = configure(trt, builder, network, parse_path, shapes, config, strongly, log)
+    _calibrator = attach_calibrator(trt, cfg, info, config, info.precision == "int8", log)
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, cfg)
+    seconds = time.perf_counter() - start
+    if serialized is None:
+        raise FoundryError(f"TensorRT could not build an engine from {parse_path.name} ({config.precision}): "
+                           "rerun with --verbose to see the failing layer")
+    write_bytes_atomic(plan_path, bytes(serialized))
+    if config.timing_cache:
+        write_bytes_atomic(config.timing_cache, trt_compat.timing_cache_bytes(cfg))
+    command = trtexec_command(parse_path, plan_path, shapes, config, strongly, fp32_layers)
+    trtexec_path = write_text_atomic(plan_path.with_name(plan_path.name + ".trtexec.txt"), command + "\n")
+    data = sidecar_data(trt, onnx_path, parse_path, plan_path, info, shapes, config, strongly, seconds, notes)
+    from foundry_edge.runtimes.sidecar import write_sidecar
+
+    sidecar = write_sidecar(plan_path, data)
+    return BuildResult(plan_path, sidecar, trtexec_path, parse_path, seconds, plan_path.stat().st_size, data)
+
+
+def sidecar_data(trt, onnx_path, parse_path, plan_path, info, shapes, config, strongly, seconds, notes) -> dict:
+    return {
+        "plan": {"file": plan_path.name, "sha256": sha256_file(plan_path), "bytes": plan_path.stat().st_size},
+        "onnx": {"file": onnx_path.name, "sha256": sha256_file(onnx_path), "precision": info.precision,
+                 "built_from": parse_path.name, "built_from_sha256": sha256_file(parse_path)},
+        "precision": config.precision,
+        "strongly_typed": strongly,
+        "profiles": [{name: {"min": list(t[0]), "opt": list(t[1]), "max": list(t[2])} for name, t in shapes.items()}],
+        "build": {"seconds": round(seconds, 3), "workspace_mib": config.workspace_mib, "opt_level": config.opt_level,
+                  "dla_core": config.dla_core, "allow_gpu_fallback": config.allow_gpu_fallback,
+                  "timing_cache": str(config.timing_cache) if config.timing_cache else None, **notes},
+        "device": this_device(trt),
+        "model": info.to_dict(),
+    }
+
+
+def this_device(trt) -> dict:
+    """This machine's facts; GPU fields stay None where CUDA is unusable (graph checks without a GPU)."""
+    from foundry_edge.runtimes.cuda_host import open_cuda
+    from foundry_edge.runtimes.sidecar import device_facts
+
+    try:
+        cuda = open_cuda()
+    except FoundryError:
+        return device_facts(trt)
+    try:
+        return device_facts(trt, cuda)
+    finally:
+        cuda.close()

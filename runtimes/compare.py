@@ -1,0 +1,129 @@
+"""Compare two runtimes' outputs on the same clouds, with tolerances per precision (Polygraphy's Comparator).
+
+FP32 is judged elementwise; FP16 and INT8 by cosine similarity and by the agreement of hard decisions
+(SuperToken assignments, top-1 class): a near-tie argmax flips in lower precision and elementwise 1e-5
+tolerances are a classic false alarm there (../shared/research/deploy-stack.md, "FP16 pitfalls").
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from foundry_edge.errors import FoundryError
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: Optional[float]  # elementwise |a - b| <= atol + rtol * max|ref|; None: not judged elementwise
+    rtol: float
+    cosine: float          # the lowest per-cloud cosine similarity allowed
+    agreement: float       # the lowest share of equal assignments / top-1 classes allowed
+
+
+TOLERANCES = {
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3, cosine=0.9999, agreement=0.99),
+    "fp16": Tolerance(atol=None, rtol=0.0, cosine=0.99, agreement=0.9),
+    "int8": Tolerance(atol=None, rtol=0.0, cosine=0.95, agreement=0.8),
+}
+
+
+@dataclass
+class OutputCheck:
+    name: str
+    shape: tuple
+    max_abs: Optional[float] = None
+    max_rel: Optional[float] = None  # max |a - b| / max |ref|
+    cosine: Optional[float] = None   # lowest over clouds
+    agreement: Optional[float] = None  # integer outputs: share of equal entries
+    top1: Optional[float] = None       # logits: share of equal argmax
+    passed: bool = True
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+def compare_outputs(reference: Dict[str, np.ndarray], test: Dict[str, np.ndarray], precision: str) -> List[OutputCheck]:
+    """One check per output both sides have; an output only the reference has fails."""
+    if precision not in TOLERANCES:
+        raise FoundryError(f"expected a precision in {sorted(TOLERANCES)}, got {precision!r}")
+    tol = TOLERANCES[precision]
+    checks = []
+    for name, ref in reference.items():
+        if name not in test:
+            checks.append(OutputCheck(name, tuple(ref.shape), passed=False, detail="missing from the tested model"))
+            continue
+        checks.append(compare_one(name, np.asarray(ref), np.asarray(test[name]), tol))
+    return checks
+
+
+def compare_one(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> OutputCheck:
+    check = OutputCheck(name, tuple(ref.shape))
+    if ref.shape != got.shape:
+        check.passed, check.detail = False, f"shape {tuple(got.shape)} != {tuple(ref.shape)}"
+        return check
+    if np.issubdtype(ref.dtype, np.integer):
+        check.agreement = float((ref == got).mean()) if ref.size else 1.0
+        check.passed = check.agreement >= tol.agreement
+        check.detail = f"agreement >= {tol.agreement}"
+        return check
+    ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
+    diff = np.abs(ref64 - got64)
+    scale = float(np.abs(ref64).max()) if ref.size else 0.0
+    check.max_abs = float(diff.max()) if ref.size else 0.0
+    check.max_rel = check.max_abs / scale if scale > 0 else check.max_abs
+    check.cosine = lowest_cosine(ref64, got64)
+    failures = []
+    if not np.isfinite(got64).all():
+        failures.append("non-finite values")
+    if tol.atol is not None and check.max_abs > tol.atol + tol.rtol * scale:
+        failures.append(f"max abs {check.max_abs:.2e} > {tol.atol + tol.rtol * scale:.2e}")
+    if check.cosine < tol.cosine:
+        failures.append(f"cosine {check.cosine:.6f} < {tol.cosine}")
+    if name in ("logits", "seg_logits"):
+        check.top1 = float((ref.argmax(-1) == got.argmax(-1)).mean())
+        if check.top1 < tol.agreement:
+            failures.append(f"top-1 agreement {check.top1:.3f} < {tol.agreement}")
+    check.passed = not failures
+    check.detail = "; ".join(failures) or (f"cosine >= {tol.cosine}" + (f", abs <= {tol.atol}+{tol.rtol}*max|ref|"
+                                                                        if tol.atol is not None else ""))
+    return check
+
+
+def lowest_cosine(ref: np.ndarray, got: np.ndarray) -> float:
+    """Cosine similarity per cloud (the first axis), flattened; the lowest. Two zero vectors count as 1."""
+    a, b = ref.reshape(len(ref), -1), got.reshape(len(got), -1)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    dots = (a * b).sum(axis=1)
+    same_zero = (norms == 0) & (np.abs(a).sum(1) == np.abs(b).sum(1))
+    cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(same_zero, 1.0, 0.0))
+    return float(cos.min()) if cos.size else 1.0
+
+
+def merge_batches(chunks: Sequence[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+    """Outputs of consecutive batches -> one dict, concatenated on the batch axis."""
+    return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+
+
+def batches(points: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    """(M, N, 3) -> consecutive (<= size, N, 3) slices."""
+    for start in range(0, len(points), size):
+        yield points[start:start + size]
+
+
+def gather_clouds(paths: Sequence[str], num_points: int, samples: int, seed: int = 0) -> tuple:
+    """(clouds (M, num_points, 3) float32, names): files resampled to `num_points`, or synthetic shapes."""
+    if paths:
+        from foundry_edge.data import read_cloud, resample
+
+        clouds = [resample(read_cloud(p), num_points, seed) for p in paths]
+        return np.stack(clouds).astype(np.float32), [str(p) for p in paths]
+    from foundry_edge.data.synthetic import SyntheticShapes
+
+    shapes = SyntheticShapes(samples, num_points, seed=seed, split="verify")
+    items = list(shapes)
+    return (np.stack([it["points"] for it in items]).astype(np.float32),
+            [f"synthetic:{shapes.classes[it['label']]}" for it in items])

@@ -1,0 +1,119 @@
+"""What a runtime or the engine builder needs to know about an ONNX model: from its manifest, or its graph.
+
+The export writes `<stem>.manifest.json` beside `model.onnx` (docs/contracts.md). An ONNX without one
+still runs: names, dtypes and shapes come from the graph, host grouping is recognised by its inputs
+(`neighbourhoods`, `centers`), and a dynamic batch axis gets the profile 1/1/8.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from foundry_edge.errors import FoundryError
+from foundry_edge.runtimes.base import Grouping, TensorSpec
+
+DEFAULT_BATCH_PROFILE = [1, 1, 8]
+
+
+@dataclass
+class ModelInfo:
+    inputs: List[TensorSpec]
+    outputs: List[TensorSpec]
+    grouping: Grouping
+    profiles: Dict[str, List[int]]  # dynamic axis name -> [min, opt, max]
+    precision: str = "fp32"
+    class_names: Optional[List[str]] = None
+    name: str = ""
+    manifest: Optional[dict] = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        """The part a TensorRT sidecar carries, so a plan runs without its ONNX and manifest."""
+        return {"name": self.name, "grouping": self.grouping.mode, "preprocessing": self.grouping.preprocessing,
+                "inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
+                "profiles": self.profiles, "precision": self.precision, "class_names": self.class_names}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelInfo":
+        grouping = Grouping.from_manifest({"grouping": data.get("grouping", "graph"),
+                                           "preprocessing": data.get("preprocessing", {})})
+        return cls([TensorSpec.from_dict(s) for s in data["inputs"]], [TensorSpec.from_dict(s) for s in data["outputs"]],
+                   grouping, dict(data.get("profiles", {})), data.get("precision", "fp32"),
+                   data.get("class_names"), data.get("name", ""))
+
+
+def read_model_info(onnx_path: str | Path) -> ModelInfo:
+    """ONNX file -> ModelInfo, from the manifest beside it or, without one, from the graph."""
+    from foundry_edge.export.manifest import read_manifest
+
+    path = Path(onnx_path)
+    if not path.is_file():
+        raise FoundryError(f"expected an ONNX file, found nothing at {path}: check the path")
+    manifest = read_manifest(path)
+    if manifest is not None:
+        return info_from_manifest(manifest)
+    warnings.warn(f"{path.name} has no manifest beside it; reading inputs and outputs from the graph", stacklevel=2)
+    return info_from_graph(path)
+
+
+def info_from_manifest(manifest: dict) -> ModelInfo:
+    model = manifest.get("model", {})
+    return ModelInfo(
+        inputs=[TensorSpec.from_dict(s) for s in manifest["inputs"]],
+        outputs=[TensorSpec.from_dict(s) for s in manifest["outputs"]],
+        grouping=Grouping.from_manifest(manifest),
+        profiles={k: list(v) for k, v in manifest.get("profiles", {}).items()},
+        precision=manifest.get("onnx", {}).get("precision", "fp32"),
+        class_names=manifest.get("class_names") or model.get("class_names"),
+        name=model.get("name", ""),
+        manifest=manifest,
+    )
+
+
+def info_from_graph(path: Path) -> ModelInfo:
+    """Fallback without a manifest: specs from the graph's value infos."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:  # onnx raises DecodeError and friends for a file that is not ONNX
+        raise FoundryError(f"expected an ONNX model in {path}, could not parse it ({exc}): re-export it") from None
+    initializers = {init.name for init in graph.initializer}
+    inputs = [_spec(v) for v in graph.input if v.name not in initializers]
+    outputs = [_spec(v) for v in graph.output]
+    names = {s.name for s in inputs}
+    if {"neighbourhoods", "centers"} <= names:
+        shape = next(s.shape for s in inputs if s.name == "neighbourhoods")
+        if not all(isinstance(d, int) for d in shape[1:3]):
+            raise FoundryError(f"{path.name}: host-grouped inputs need fixed group dims or a manifest, found "
+                               f"{shape}: re-export it with its manifest")
+        pre = {"num_groups": shape[1], "group_size": shape[2], "in_graph": False, "normalize": "centre-unit-sphere"}
+        grouping = Grouping.from_manifest({"grouping": "host", "preprocessing": pre})
+    else:
+        grouping = Grouping("graph")
+    profiles = {s.shape[0]: list(DEFAULT_BATCH_PROFILE) for s in inputs if s.shape and isinstance(s.shape[0], str)}
+    return ModelInfo(inputs, outputs, grouping, profiles, precision=onnx_precision(graph))
+
+
+def _spec(value) -> TensorSpec:
+    import onnx
+
+    tensor = value.type.tensor_type
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+    dims = []
+    for axis, dim in enumerate(tensor.shape.dim):
+        dims.append(dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or f"{value.name}_dim{axis}"))
+    return TensorSpec(value.name, dtype, tuple(dims))
+
+
+def onnx_precision(graph) -> str:
+    """'int8' for a Q/DQ graph, 'fp16' for FP16 weights, else 'fp32'."""
+    import onnx
+
+    if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node):
+        return "int8"
+    if any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer):
+        return "fp16"
+    return "fp32"

@@ -1,0 +1,74 @@
+"""The PyTorch reference runtime: a preset, `default`, a checkpoint, or a PointModel already in memory."""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+
+from foundry_edge.errors import FoundryError, require
+from foundry_edge.runtimes.base import Runtime, TensorSpec
+
+
+class TorchRuntime(Runtime):
+    """Runs `PointModel.forward` on raw clouds (grouping in the model), on the CPU or a CUDA device."""
+
+    name = "torch"
+
+    def __init__(self, model, device: str = "cpu", overrides: Optional[dict] = None, threads: Optional[int] = None):
+        super().__init__()
+        self.spec, self.device, self.overrides, self.threads = model, device, dict(overrides or {}), threads
+        self.model = None
+        self.info: dict = {}
+
+    def load_impl(self) -> None:
+        torch = require("torch", "torch")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise FoundryError(f"expected a CUDA device for torch, found none (torch {torch.__version__}): "
+                               "use --device cpu or install a CUDA build of torch")
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        if isinstance(self.spec, str):
+            from foundry_edge.resolve import load_model
+
+            self.model, self.info = load_model(self.spec, **self.overrides)
+        else:
+            self.model, self.info = self.spec, {"source": "module"}
+        self.model = self.model.to(self.device).eval()
+        self.inputs, self.outputs = model_specs(self.model.config)
+        self.provider = f"torch-{torch.device(self.device).type}"
+
+    @property
+    def num_points(self) -> Optional[int]:
+        return self.model.config.num_points if self.model is not None else None
+
+    def infer_impl(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(feed["points"]).to(self.device))
+        return {name: value.detach().cpu().numpy() for name, value in out.items()}
+
+    def close_impl(self) -> None:
+        self.model = None
+
+    def device_bytes_impl(self) -> Optional[int]:
+        import torch
+
+        return torch.cuda.memory_allocated(self.device) if self.device.startswith("cuda") else None
+
+
+def model_specs(config):
+    """ModelConfig -> (inputs, outputs) as TensorSpecs, matching `PointModel.forward`'s dict."""
+    g, n = config.num_groups, config.num_points
+    outputs = [TensorSpec("tokens", "float32", ("batch", g, config.token_dim)),
+               TensorSpec("centers", "float32", ("batch", g, 3))]
+    if config.kind == "student":
+        outputs.append(TensorSpec("assignment", "int64", ("batch", g)))
+        if config.gate:
+            outputs.append(TensorSpec("gate_prob", "float32", ("batch", g)))
+    if config.num_classes:
+        outputs.append(TensorSpec("logits", "float32", ("batch", config.num_classes)))
+    if config.num_part_classes:
+        outputs.append(TensorSpec("seg_logits", "float32", ("batch", "num_points", config.num_part_classes)))
+    return [TensorSpec("points", "float32", ("batch", "num_points", 3))], outputs
