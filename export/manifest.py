@@ -1,0 +1,72 @@
+"""The sidecar `<stem>.manifest.json` beside every exported `<stem>.onnx`.
+
+The schema is the one in docs/contracts.md ("Export artifacts"): change it there and here together.
+Nothing time-dependent goes in, so the same export gives the same manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from foundry_edge.errors import FoundryError
+from foundry_edge.fileio import write_json_atomic
+
+SCHEMA = "foundry-edge/manifest"
+SCHEMA_VERSION = 1
+REQUIRED = ("model", "onnx", "grouping", "preprocessing", "inputs", "outputs", "profiles", "versions", "checks")
+
+
+def manifest_path(onnx_path) -> Path:
+    """model.onnx -> model.manifest.json (model.failed.onnx -> model.failed.manifest.json)."""
+    path = Path(onnx_path)
+    return path.with_name(path.stem + ".manifest.json")
+
+
+def build_manifest(*, model: dict, onnx: dict, grouping: str, preprocessing: dict, inputs: list, outputs: list,
+                   profiles: dict, versions: dict, checks: dict, export_options: dict) -> dict:
+    """The manifest dict in the documented key order."""
+    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "model": model, "onnx": onnx,
+            "grouping": grouping, "preprocessing": preprocessing, "inputs": inputs, "outputs": outputs,
+            "profiles": profiles, "versions": versions, "checks": checks, "export_options": export_options}
+
+
+def write_manifest(onnx_path, manifest: dict) -> Path:
+    """Write the manifest beside `onnx_path`, atomically."""
+    return write_json_atomic(manifest_path(onnx_path), manifest)
+
+
+def read_manifest(onnx_path) -> dict | None:
+    """The manifest beside `onnx_path`, or None if there is none; refuses one of another schema."""
+    path = manifest_path(onnx_path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FoundryError(f"{path} is not valid JSON ({exc}); re-export the model to rewrite it") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise FoundryError(f"{path} is not a foundry-edge manifest (expected schema {SCHEMA!r}); "
+                           "remove it or re-export the model")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise FoundryError(f"{path} has manifest schema version {data.get('schema_version')!r}, this foundry-edge "
+                           f"reads version {SCHEMA_VERSION}: re-export the model or upgrade foundry-edge")
+    missing = [key for key in REQUIRED if key not in data]
+    if missing:
+        raise FoundryError(f"{path} lacks {missing}; re-export the model to rewrite it")
+    return data
+
+
+def trtexec_shapes(manifest: dict) -> str:
+    """--minShapes/--optShapes/--maxShapes for trtexec from the manifest's inputs and profiles ('' if static)."""
+    profiles = manifest.get("profiles") or {}
+    if not profiles:
+        return ""
+    flags = []
+    for i, which in enumerate(("min", "opt", "max")):
+        shapes = []
+        for spec in manifest["inputs"]:
+            dims = [str(profiles[d][i]) if isinstance(d, str) else str(d) for d in spec["shape"]]
+            shapes.append(f"{spec['name']}:{'x'.join(dims)}")
+        flags.append(f"--{which}Shapes={','.join(shapes)}")
+    return " ".join(flags)

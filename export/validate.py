@@ -1,0 +1,205 @@
+"""Checks every export ends with: is the written file valid, shaped as asked, deployable, and equal
+to the PyTorch reference? Each check returns a CheckResult; none raises, so a report lists them all
+(optimum-onnx's validate_model_outputs collects failures the same way)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from foundry_edge.export.onnx_config import PointModelOnnxConfig, example_clouds
+
+OPSETS = (18, 19, 20)
+# Ops the written graph must not hold, and why (research/deploy-stack.md).
+FORBIDDEN_OPS = {
+    "OneHot": "not parsed by TensorRT 8.5; the model uses ArgMax + Equal",
+    "ScatterND": "reductions are not parsed by TensorRT; the model groups with MatMul",
+    "ScatterElements": "reductions need a TensorRT plugin",
+    "Attention": "the opset-23 Attention op is rejected by TensorRT builders",
+}
+TOPK_MAX_K = 3840  # TensorRT's limit on a TopK's K
+
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    detail: str
+    metrics: dict = field(default_factory=dict)
+    skipped: bool = False
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "passed": self.passed, "skipped": self.skipped, "detail": self.detail,
+                "metrics": self.metrics}
+
+
+def check_onnx_checker(path: Path) -> CheckResult:
+    """onnx.checker with full_check (it runs strict shape inference too)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        return CheckResult("onnx.checker", False, str(exc).strip().splitlines()[0])
+    return CheckResult("onnx.checker", True, f"onnx {onnx.__version__} full_check")
+
+
+def check_shape_inference(model) -> CheckResult:
+    """Strict shape inference must give every output its declared rank."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except onnx.shape_inference.InferenceError as exc:
+        return CheckResult("shape inference", False, str(exc).strip().splitlines()[0])
+    unranked = [o.name for o in inferred.graph.output if not o.type.tensor_type.HasField("shape")]
+    if unranked:
+        return CheckResult("shape inference", False, f"outputs without an inferred shape: {unranked}")
+    return CheckResult("shape inference", True, f"{len(inferred.graph.value_info)} intermediate shapes inferred")
+
+
+def _dims(value) -> list:
+    return [d.dim_param if d.dim_param else d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+def check_dims(model, config: PointModelOnnxConfig) -> CheckResult:
+    """The file's inputs and outputs have exactly the asked names, dtypes and dims (static or named)."""
+    import onnx
+
+    initializers = {i.name for i in model.graph.initializer}
+    found = {"inputs": [v for v in model.graph.input if v.name not in initializers], "outputs": model.graph.output}
+    wanted = {"inputs": config.input_specs(), "outputs": config.output_specs()}
+    problems = []
+    for side in ("inputs", "outputs"):
+        got = [(v.name, onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name, _dims(v))
+               for v in found[side]]
+        want = [(s.name, s.dtype, list(s.shape)) for s in wanted[side]]
+        if got != want:
+            problems.append(f"{side} {got} != asked {want}")
+    if problems:
+        return CheckResult("dims", False, "; ".join(problems))
+    shown = ", ".join(f"{s.name} {list(s.shape)}" for s in wanted["inputs"] + wanted["outputs"])
+    return CheckResult("dims", True, shown)
+
+
+def _constant_values(model) -> dict:
+    """Tensor name -> numpy value for initializers and Constant nodes."""
+    from onnx import numpy_helper
+
+    values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return values
+
+
+def check_ops(model) -> CheckResult:
+    """No forbidden op, default-domain ops only, opset 18-20, every TopK's K a constant <= 3840."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    problems = [] if opset in OPSETS else [f"opset {opset} (expected one of {OPSETS})"]
+    constants = _constant_values(model)
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+        if node.op_type in FORBIDDEN_OPS:
+            problems.append(f"{node.op_type} {node.name!r}: {FORBIDDEN_OPS[node.op_type]}")
+        if node.domain not in ("", "ai.onnx"):
+            problems.append(f"{node.op_type} {node.name!r} in custom domain {node.domain!r}")
+        if node.op_type == "TopK":
+            k = constants.get(node.input[1])
+            if k is None:
+                problems.append(f"TopK {node.name!r} has a computed K (TensorRT needs a constant)")
+            elif int(np.max(k)) > TOPK_MAX_K:
+                problems.append(f"TopK {node.name!r} K={int(np.max(k))} exceeds TensorRT's {TOPK_MAX_K}")
+    metrics = {"opset": opset, "nodes": len(model.graph.node), "topk": counts.get("TopK", 0)}
+    if problems:
+        return CheckResult("ops", False, "; ".join(problems[:5]), metrics)
+    return CheckResult("ops", True, f"opset {opset}, {len(model.graph.node)} nodes, no OneHot/ScatterND/Attention, "
+                                    f"{counts.get('TopK', 0)} TopK with constant K", metrics)
+
+
+def compare_outputs(ref: np.ndarray, got: np.ndarray) -> dict:
+    """Reference vs ONNX Runtime: max abs/rel error and worst per-cloud cosine, or int agreement."""
+    if ref.shape != got.shape:
+        return {"shape": f"{list(got.shape)} != reference {list(ref.shape)}"}
+    if np.issubdtype(ref.dtype, np.integer):
+        return {"agreement": float(np.mean(ref == got)) if ref.size else 1.0}
+    ref64, got64 = ref.astype(np.float64).reshape(len(ref), -1), got.astype(np.float64).reshape(len(got), -1)
+    diff = np.abs(ref64 - got64)
+    norms = np.linalg.norm(ref64, axis=1) * np.linalg.norm(got64, axis=1)
+    cosine = np.where(norms > 0, (ref64 * got64).sum(1) / np.maximum(norms, 1e-300), 1.0)
+    scale = float(np.abs(ref64).max()) if ref64.size else 0.0
+    return {"max_abs": float(diff.max()) if diff.size else 0.0,
+            "max_rel": float(diff.max() / scale) if scale > 0 else float(diff.max() if diff.size else 0.0),
+            "cosine": float(cosine.min()) if cosine.size else 1.0}
+
+
+def _judge(name: str, metrics: dict, config: PointModelOnnxConfig) -> tuple[bool, str]:
+    tol = config.tolerances
+    if "shape" in metrics:
+        return False, f"{name} shape {metrics['shape']}"
+    if "agreement" in metrics:
+        ok = metrics["agreement"] >= tol.min_agreement
+        return ok, f"{name} {100 * metrics['agreement']:.2f}% agree" + ("" if ok else f" (< {100 * tol.min_agreement:g}%)")
+    ok_rel, ok_cos = metrics["max_rel"] <= tol.max_rel, metrics["cosine"] >= tol.min_cosine
+    text = f"{name} abs {metrics['max_abs']:.1e} rel {metrics['max_rel']:.1e} cos {metrics['cosine']:.6f}"
+    if not ok_rel:
+        text += f" (rel > {tol.max_rel:g})"
+    if not ok_cos:
+        text += f" (cos < {tol.min_cosine:g})"
+    return ok_rel and ok_cos, text
+
+
+def check_parity(path: Path, model, config: PointModelOnnxConfig, seed: int = 0) -> list[CheckResult]:
+    """ONNX Runtime on the deployed path (raw clouds -> feed -> graph) vs `model(points)` in PyTorch,
+    at the trace shape and at a second shape on every dynamic axis, on clouds other than the trace's."""
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    results = []
+    for i, (batch, points) in enumerate(config.validation_shapes()):
+        clouds = example_clouds(batch, points, seed + 1 + i)
+        got = dict(zip(config.outputs, session.run(list(config.outputs), config.feed(clouds))))
+        with torch.no_grad():
+            ref = model(torch.from_numpy(clouds))
+        metrics = {name: compare_outputs(ref[name].numpy(), got[name]) for name in config.outputs}
+        verdicts = [_judge(name, metrics[name], config) for name in config.outputs]
+        passed = all(ok for ok, _ in verdicts)
+        shown = [text for ok, text in verdicts if not ok] if not passed else [text for _, text in verdicts]
+        results.append(CheckResult(f"onnxruntime vs torch b{batch} n{points}", passed, "; ".join(shown),
+                                   {"batch": batch, "num_points": points, "outputs": metrics}))
+    return results
+
+
+def check_tensorrt(path: Path, mode: str) -> CheckResult:
+    """The TensorRT parser check: `auto` runs it where tensorrt or tensorrt_rtx imports, `on` insists."""
+    from foundry_edge.export.trt_check import check_with_tensorrt, find_tensorrt
+
+    if mode == "off":
+        return CheckResult("tensorrt parser", True, "off (--trt-check off)", skipped=True)
+    if mode == "auto" and find_tensorrt() is None:
+        return CheckResult("tensorrt parser", True, "skipped: neither tensorrt nor tensorrt_rtx is installed",
+                           skipped=True)
+    result = check_with_tensorrt(path)
+    return CheckResult("tensorrt parser", result.passed, result.detail(),
+                       {"module": result.module, "version": result.version, "errors": result.errors,
+                        "unsupported": result.unsupported})
+
+
+def validate_onnx(path, model, config: PointModelOnnxConfig, *, parity: bool = True, trt_check: str = "auto",
+                  seed: int = 0) -> list[CheckResult]:
+    """Every check on the written file at `path`; `model` is the PyTorch reference."""
+    import onnx
+
+    path = Path(path)
+    proto = onnx.load(str(path))
+    results = [check_onnx_checker(path), check_shape_inference(proto), check_dims(proto, config), check_ops(proto)]
+    if parity:
+        results += check_parity(path, model, config, seed)
+    else:
+        results.append(CheckResult("onnxruntime vs torch", True, "skipped (--no-check)", skipped=True))
+    results.append(check_tensorrt(path, trt_check))
+    return results

@@ -1,0 +1,102 @@
+"""Host-side preprocessing in numpy: normalise and group clouds before an engine that takes groups.
+
+The same formulas as the PyTorch reference (foundry_edge.models.model.normalize_cloud, whose numpy
+twin `normalize` lives in foundry_edge.data.transforms, and foundry_edge.models.grouping), so `--grouping host` engines see what the model saw in training:
+
+    (B, N, 3) raw points -> centre + unit sphere -> FPS (G centres) -> kNN (K each)
+    -> neighbourhoods (B, G, K, 3) relative to their centres, centres (B, G, 3)
+
+FPS starts at the point farthest from the centroid and ties go to the lowest index (ArgMax
+semantics); kNN ranks squared distances written as |a|^2 - 2 a.b + |b|^2, ties to the lowest index.
+No torch here: the Jetson engine path imports this module (docs/contracts.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from foundry_edge.data.readers import validate_cloud
+from foundry_edge.data.transforms import normalize
+from foundry_edge.errors import FoundryError
+
+__all__ = ["normalize", "group", "host_feed", "feed_from_manifest", "farthest_point_sample", "knn_indices"]
+
+
+def square_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(B, M, 3), (B, N, 3) -> (B, M, N) squared distances, the formula the graph uses."""
+    inner = np.matmul(a, b.transpose(0, 2, 1))
+    return (a * a).sum(-1, keepdims=True) - np.float32(2.0) * inner + (b * b).sum(-1)[:, None, :]
+
+
+def gather_points(points: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """(B, N, C) points, (B, ...) int64 index -> (B, ..., C) selected points."""
+    rows = np.arange(points.shape[0]).reshape((-1,) + (1,) * (index.ndim - 1))
+    return points[rows, index]
+
+
+def farthest_point_sample(points: np.ndarray, num_samples: int) -> np.ndarray:
+    """(B, N, 3) -> (B, S) int64 indices; deterministic start, ties to the lowest index."""
+    rows = np.arange(points.shape[0])
+    centroid = points.mean(axis=1, keepdims=True)
+    farthest = ((points - centroid) ** 2).sum(-1).argmax(axis=1)
+    min_dist = np.full(points.shape[:2], np.inf, dtype=points.dtype)
+    chosen = np.empty((points.shape[0], num_samples), dtype=np.int64)
+    for i in range(num_samples):
+        chosen[:, i] = farthest
+        dist = ((points - points[rows, farthest][:, None, :]) ** 2).sum(-1)
+        np.minimum(min_dist, dist, out=min_dist)
+        farthest = min_dist.argmax(axis=1)
+    return chosen
+
+
+def knn_indices(query: np.ndarray, points: np.ndarray, k: int) -> np.ndarray:
+    """(B, M, 3), (B, N, 3) -> (B, M, k) int64 indices of the k nearest points, nearest first."""
+    dist = square_distance(query, points)
+    return np.argsort(dist, axis=-1, kind="stable")[..., :k].astype(np.int64)
+
+
+def group(points: np.ndarray, num_groups: int, group_size: int):
+    """(B, N, 3) -> neighbourhoods (B, G, K, 3) relative to their centres, centres (B, G, 3)."""
+    centers = gather_points(points, farthest_point_sample(points, num_groups))
+    neighbours = gather_points(points, knn_indices(centers, points, group_size))
+    return (neighbours - centers[:, :, None, :]).astype(np.float32), centers.astype(np.float32)
+
+
+def check_clouds(points, min_points: int) -> np.ndarray:
+    """(N, 3) or (B, N, 3) finite points, at least `min_points` each -> (B, N, 3) float32."""
+    arr = np.asarray(points)
+    if arr.ndim == 2:
+        return validate_cloud(arr, min_points)[None]
+    if arr.ndim != 3:
+        raise FoundryError(f"expected clouds shaped (N, 3) or (B, N, 3), found {arr.shape}; pass xyz points only")
+    return np.stack([validate_cloud(cloud, min_points, f"cloud {i}") for i, cloud in enumerate(arr)])
+
+
+def host_feed(points, num_groups: int, group_size: int, normalize_input: bool = True, method: str = "exact",
+              fps_candidates: int = 4) -> dict[str, np.ndarray]:
+    """(B, N, 3) raw points -> the feed of a `--grouping host` graph: neighbourhoods, centers.
+
+    `normalize_input` is the model's flag: the graph no longer normalises, so the host must.
+    `method` is the model's grouping: "exact" here, "scalable" (large scenes) in scene_grouping.
+    """
+    arr = check_clouds(points, group_size)
+    if normalize_input:
+        arr = normalize(arr)
+    if method == "scalable":
+        from foundry_edge.scene_grouping import group_scene
+
+        groups = [group_scene(cloud, num_groups, group_size, fps_candidates) for cloud in arr]
+        neighbourhoods, centers = (np.stack(parts).astype(np.float32) for parts in zip(*groups))
+    else:
+        neighbourhoods, centers = group(arr, num_groups, group_size)
+    return {"neighbourhoods": neighbourhoods, "centers": centers}
+
+
+def feed_from_manifest(points, preprocessing: dict) -> dict[str, np.ndarray]:
+    """Raw points -> feed, as a manifest's `preprocessing` section says (graph or host grouping)."""
+    if preprocessing.get("in_graph", True):
+        return {"points": check_clouds(points, int(preprocessing.get("group_size", 1)))}
+    return host_feed(points, int(preprocessing["num_groups"]), int(preprocessing["group_size"]),
+                     normalize_input=preprocessing.get("normalize") == "centre-unit-sphere",
+                     method=preprocessing.get("method", "exact"),
+                     fps_candidates=int(preprocessing.get("fps_candidates", 4)))
