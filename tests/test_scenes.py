@@ -141,3 +141,31 @@ def test_a_plane_groups_fine():
 def test_config_refuses_an_unknown_grouping():
     with pytest.raises(FoundryError, match="grouping must be one of"):
         create_model("foundry-edge16", **tiny_overrides("foundry-edge16"), grouping="voxel")
+
+
+def test_budget_check_refuses_a_scene_too_large_and_names_the_size_that_fits():
+    from foundry_edge.models import get_config
+    from foundry_edge.scenes import GIB, check_budget, estimate_peak_bytes, max_points_within
+
+    config = get_config("pointjepa-vits", num_points=1 << 18, num_groups=1 << 12, grouping="scalable")
+    budget = estimate_peak_bytes(config.replace(num_points=1 << 16)) + 1
+    fit = max_points_within(config, budget)
+    assert (1 << 16) * 0.99 <= fit < 1 << 18
+    assert estimate_peak_bytes(config.replace(num_points=fit)) <= budget
+    with pytest.raises(FoundryError, match=f"largest scene that fits is about {fit} points"):
+        check_budget(config, budget)
+    assert check_budget(config, 64 * GIB) == estimate_peak_bytes(config)
+
+
+def test_memory_estimate_grows_with_the_scene_and_the_teacher_attention():
+    from foundry_edge.models import get_config
+    from foundry_edge.scenes import estimate_peak_bytes
+
+    def at(preset, n):
+        return estimate_peak_bytes(get_config(preset, num_points=n, num_groups=n // 64, grouping="scalable"))
+
+    assert at("foundry-edge16", 1 << 18) < at("foundry-edge16", 1 << 19)
+    # the teacher's attention is quadratic in the tokens, the student's encoder sees s of them
+    teacher_growth = at("pointjepa-vits", 1 << 20) / at("pointjepa-vits", 1 << 19)
+    student_growth = at("foundry-s16", 1 << 20) / at("foundry-s16", 1 << 19)
+    assert teacher_growth > student_growth
