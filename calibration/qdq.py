@@ -188,9 +188,23 @@ def unshare_dequantized(model, quantized: Callable) -> int:
     """Give FP32 consumers of a quantized activation the FP32 tensor back; returns how many were rewired.
 
     ORT shares one Q/DQ pair among all consumers of a tensor, so an excluded kNN distance MatMul that
-    reads the same centres as a quantized grouped mean would read them rounded to int8.
+    reads the same centres as a quantized grouped mean would read them rounded to int8; a graph output
+    (the centres) would be written rounded too, so outputs get an Identity of the FP32 tensor.
     """
+    from onnx import helper
+
     producer = {out: node for node in model.graph.node for out in node.output}
+    for output in model.graph.output:
+        dq = producer.get(output.name)
+        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is None or q.op_type != "QuantizeLinear":
+            continue
+        inner = f"{output.name}_dequantized"
+        for node in model.graph.node:
+            node.input[:] = [inner if name == output.name else name for name in node.input]
+        dq.output[0] = inner
+        producer[inner] = dq
+        model.graph.node.append(helper.make_node("Identity", [q.input[0]], [output.name], name=f"{output.name}_fp32"))
     rewired = 0
     for node in model.graph.node:
         if quantized(node):

@@ -1,0 +1,98 @@
+"""`foundry-edge calibrate` (FP32 ONNX -> symmetric Q/DQ INT8 ONNX) and `foundry-edge accuracy`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("calibrate")(calibrate)
+    app.command("accuracy")(accuracy)
+
+
+def calibrate(
+    model: Path = typer.Argument(..., help="The FP32 ONNX to quantize (its manifest beside it gives the preprocessing)."),
+    data: List[str] = typer.Option(..., "--data", help="Clouds: 'synthetic', files, folders or a data-set layout (repeatable)."),
+    samples: int = typer.Option(128, "--samples", help="Calibration clouds."),
+    method: str = typer.Option("minmax", "--method", help="minmax, entropy or percentile."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="INT8 ONNX to write (default MODEL.int8.onnx)."),
+    exclude: List[str] = typer.Option([], "--exclude", help="Keep nodes in FP32: a node-name glob or an op type (repeatable)."),
+    no_default_exclusions: bool = typer.Option(False, "--no-default-exclusions", help="Quantize the decision inputs, LayerNorm and Softmax too."),
+    backend: str = typer.Option("ort", "--backend", help="ort (ONNX Runtime) or modelopt (NVIDIA ModelOpt, extra 'modelopt')."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Range cache (default OUTPUT.calib.json)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write a range cache."),
+    batch: int = typer.Option(8, "--batch", help="Clouds per calibration batch."),
+    seed: int = typer.Option(0, "--seed", help="Seed for resampling and the synthetic draw."),
+    points: Optional[int] = typer.Option(None, "--points", help="Points per cloud (only for a model without a manifest)."),
+    grouping: Optional[str] = typer.Option(None, "--grouping", help="graph or host (only for a model without a manifest)."),
+    groups: Optional[int] = typer.Option(None, "--groups", help="Groups G for host grouping (no manifest)."),
+    group_size: Optional[int] = typer.Option(None, "--group-size", help="Points per group K for host grouping (no manifest)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Folder for the FP32/FP16/INT8 accuracy report (JSON + Markdown)."),
+    eval_data: List[str] = typer.Option([], "--eval-data", help="Held-out clouds for --report (default: --data's test split)."),
+    eval_samples: int = typer.Option(64, "--eval-samples", help="Held-out clouds for --report."),
+    sensitivity: bool = typer.Option(False, "--sensitivity", help="With --report: quantize one layer at a time and rank the cost."),
+) -> None:
+    """Quantize an FP32 ONNX to a symmetric Q/DQ INT8 ONNX that TensorRT 8.5-11 builds."""
+    from foundry_edge.calibration.qdq import QuantizeOptions
+    from foundry_edge.calibration.workflow import CalibrateConfig
+    from foundry_edge.calibration.workflow import calibrate as run
+    from foundry_edge.errors import FoundryError
+
+    if no_cache and cache is not None:
+        raise FoundryError("--cache and --no-cache contradict each other: pass one")
+    config = CalibrateConfig(model=model, data=list(data), output=output, samples=samples, batch=batch, seed=seed,
+                             points=points, grouping=grouping, groups=groups, group_size=group_size, report=report,
+                             eval_data=list(eval_data) or None, eval_samples=eval_samples, sensitivity=sensitivity)
+    config.quantize = QuantizeOptions(
+        method=method, exclude=list(exclude), default_exclusions=not no_default_exclusions, backend=backend,
+        cache_path=None if no_cache else (cache or config.output_path.with_suffix(".calib.json")))
+    summary = _with_progress(lambda on_feed, log: run(config, log, on_feed), samples)
+    typer.echo("PASSED" if summary["passed"] else "FAILED (an accuracy target was missed: see the report)")
+    if not summary["passed"]:
+        raise typer.Exit(1)
+
+
+def accuracy(
+    model: Path = typer.Argument(..., help="The FP32 ONNX (the reference)."),
+    int8: Optional[Path] = typer.Option(None, "--int8", help="The Q/DQ INT8 ONNX to judge."),
+    fp16: Optional[Path] = typer.Option(None, "--fp16", help="The FP16 ONNX to judge (default: converted from MODEL)."),
+    data: List[str] = typer.Option(["synthetic"], "--data", help="Held-out clouds: 'synthetic' (its test split), files or folders."),
+    samples: int = typer.Option(64, "--samples", help="Held-out clouds."),
+    out: Path = typer.Option(Path("accuracy"), "-o", "--out", help="Folder for accuracy.json and accuracy.md."),
+    points: Optional[int] = typer.Option(None, "--points", help="Points per cloud (only for a model without a manifest)."),
+    grouping: Optional[str] = typer.Option(None, "--grouping", help="graph or host (only for a model without a manifest)."),
+) -> None:
+    """FP32 vs FP16 vs INT8 on held-out clouds: token cosine, assignment and top-1 agreement, accuracy."""
+    from foundry_edge.calibration.workflow import evaluate
+
+    result = evaluate(model, int8, fp16, list(data), samples, out, log=_log, points=points, grouping=grouping)
+    typer.echo("PASSED" if result["passed"] else "FAILED (an accuracy target was missed: see the report)")
+    if not result["passed"]:
+        raise typer.Exit(1)
+
+
+def _log(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _with_progress(job, total: int):
+    """Run job(on_feed, log) under a rich progress bar that counts calibration clouds."""
+    import warnings
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("calibrating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        task = bar.add_task("calibrating", total=total)
+        result = job(lambda feed: bar.advance(task, len(next(iter(feed.values())))),
+                     lambda message: console.print(message, markup=False))
+    for warning in caught:
+        if "foundry_edge" in warning.filename or "calibration" in warning.filename:
+            console.print(f"warning: {warning.message}", markup=False)
+    return result

@@ -1,0 +1,245 @@
+"""INT8 calibration, FP16 conversion, the range cache and the accuracy report on a tiny exported student."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import tiny_overrides
+from foundry_edge.errors import FoundryError
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+POINTS = 128
+DECISIONS = ("ArgMax", "TopK", "Equal", "Gather", "GatherElements", "Greater", "LessOrEqual")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny foundry-edge16 student with a 10-class head, exported with graph grouping + its manifest."""
+    torch = pytest.importorskip("torch")
+    from foundry_edge.models.registry import create_model
+
+    model = create_model("foundry-edge16", **{**tiny_overrides("foundry-edge16"), "num_points": POINTS,
+                                              "num_groups": 8, "num_classes": 10})
+
+    class Outputs(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, points):
+            out = self.inner(points)
+            return out["tokens"], out["centers"], out["assignment"], out["logits"]
+
+    path = tmp_path_factory.mktemp("model") / "student.onnx"
+    torch.onnx.export(Outputs(model).eval(), (torch.randn(2, POINTS, 3),), str(path), dynamo=True, external_data=False,
+                      opset_version=18, input_names=["points"],
+                      output_names=["tokens", "centers", "assignment", "logits"],
+                      dynamic_shapes={"points": {0: torch.export.Dim("batch", min=1, max=64)}})
+    manifest = {"schema": "foundry-edge/manifest", "schema_version": 1, "grouping": "graph",
+                "onnx": {"file": path.name, "precision": "fp32"},
+                "preprocessing": {"normalize": "centre-unit-sphere", "in_graph": True, "num_points": POINTS,
+                                  "num_groups": 8, "group_size": 8}}
+    path.with_name("student.manifest.json").write_text(json.dumps(manifest))
+    return path
+
+
+def _config(model: Path, out: Path, **overrides):
+    from foundry_edge.calibration.qdq import QuantizeOptions
+    from foundry_edge.calibration.workflow import CalibrateConfig
+
+    options = QuantizeOptions(cache_path=out.with_suffix(".calib.json"))
+    return CalibrateConfig(model=model, data=["synthetic"], output=out, samples=16, quantize=options, **overrides)
+
+
+@pytest.fixture(scope="module")
+def quantized(exported, tmp_path_factory):
+    from foundry_edge.calibration.workflow import calibrate
+
+    out = tmp_path_factory.mktemp("int8") / "student.int8.onnx"
+    summary = calibrate(_config(exported, out), log=lambda _: None)
+    return out, summary
+
+
+def test_qdq_is_symmetric_int8_with_zero_zero_points(quantized):
+    from onnx import TensorProto, numpy_helper
+
+    path, _ = quantized
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq, "no Q/DQ nodes were written"
+    for node in qdq:
+        zero = inits[node.input[2]]
+        assert zero.data_type == TensorProto.INT8, node.name
+        assert not numpy_helper.to_array(zero).any(), node.name
+    # no bias quantization: every DequantizeLinear of a constant dequantizes an int8 weight, none an int32 bias
+    assert all(inits[n.input[0]].data_type == TensorProto.INT8 for n in qdq
+               if n.op_type == "DequantizeLinear" and n.input[0] in inits)
+
+
+def test_decisions_and_their_scores_stay_fp32(quantized):
+    path, summary = quantized
+    model = onnx.load(str(path))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    excluded = set(summary["calibration"]["excluded"]["nodes"])
+    for node in model.graph.node:
+        reads_dq = any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in node.input)
+        if node.op_type in DECISIONS or node.name in excluded:
+            assert not reads_dq, f"{node.op_type} {node.name} reads a dequantized tensor"
+    # the kNN distance MatMul, the DSO key projection and logits MatMul are among the FP32 nodes
+    fp32_matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and n.name in excluded]
+    assert len(fp32_matmuls) >= 3
+    assert summary["calibration"]["excluded"]["counts"]["fp32 op type"] > 0
+
+
+def test_output_manifest_records_the_calibration(quantized, exported):
+    path, summary = quantized
+    manifest = json.loads(path.with_name("student.int8.manifest.json").read_text())
+    assert manifest["onnx"]["precision"] == "int8" and manifest["onnx"]["file"] == path.name
+    calib = manifest["calibration"]
+    assert calib["method"] == "minmax" and calib["samples"] == 16 and len(calib["data_sha256"]) == 64
+    assert calib["excluded"]["nodes"] == summary["calibration"]["excluded"]["nodes"]
+    assert manifest["preprocessing"]["num_points"] == POINTS
+
+
+def test_tensorrt_parser_accepts_the_qdq_model(quantized):
+    trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (the CPU parser check) is not installed")
+    logger = trt.Logger(trt.Logger.ERROR)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    ok = parser.parse_from_file(str(quantized[0]))
+    assert ok, [parser.get_error(i).desc() for i in range(parser.num_errors)]
+
+
+def test_cache_is_reused_and_invalidated(exported, tmp_path):
+    from foundry_edge.calibration.workflow import calibrate
+
+    out = tmp_path / "m.int8.onnx"
+    first = calibrate(_config(exported, out), log=lambda _: None)["calibration"]
+    second = calibrate(_config(exported, out), log=lambda _: None)["calibration"]
+    assert (first["cache"], second["cache"]) == ("written", "hit")
+    assert second["data_sha256"] == first["data_sha256"]
+    with pytest.warns(UserWarning, match="stale.*data_sha256"):
+        third = calibrate(_config(exported, out, seed=1), log=lambda _: None)["calibration"]
+    assert third["cache"] == "written" and third["data_sha256"] != first["data_sha256"]
+    with pytest.warns(UserWarning, match="stale.*method"):
+        config = _config(exported, out, seed=1)
+        config.quantize.method = "entropy"
+        assert calibrate(config, log=lambda _: None)["calibration"]["cache"] == "written"
+
+
+def test_exclusion_options_change_what_is_quantized(exported, tmp_path):
+    from foundry_edge.calibration.graph import find_exclusions
+
+    model = onnx.load(str(exported))
+    default = find_exclusions(model)
+    attn = find_exclusions(model, ["*matmul_4*", "Conv"])
+    none = find_exclusions(model, defaults=False)
+    convs = {n.name for n in model.graph.node if n.op_type == "Conv"}
+    assert convs <= set(attn.nodes) and not convs & set(default.nodes)
+    assert not none.nodes and not none.rules
+    assert "Conv" in attn.to_dict()["rules"] and attn.nodes[next(iter(convs))] == "--exclude Conv"
+
+
+@pytest.mark.parametrize("case", ["no clouds", "wrong shape", "nan", "too few", "no manifest"])
+def test_bad_input_is_refused_without_output(exported, tmp_path, case):
+    from foundry_edge.calibration.workflow import calibrate
+
+    model = exported
+    data = tmp_path / "clouds"
+    data.mkdir()
+    if case == "wrong shape":
+        np.save(data / "a.npy", np.zeros((200, 2), np.float32))
+    elif case == "nan":
+        cloud = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
+        cloud[5, 1] = np.nan
+        np.save(data / "a.npy", cloud)
+    elif case == "too few":
+        for i in range(3):
+            np.save(data / f"c{i}.npy", np.random.default_rng(i).normal(size=(200, 3)).astype(np.float32))
+    elif case == "no manifest":
+        model = tmp_path / "bare.onnx"
+        model.write_bytes(exported.read_bytes())
+    out = tmp_path / "out.int8.onnx"
+    config = _config(model, out)
+    config.data = ["synthetic"] if case == "no manifest" else [str(data / "a.npy") if case in ("wrong shape", "nan")
+                                                                else str(data)]
+    with pytest.raises(FoundryError) as err:
+        calibrate(config, log=lambda _: None)
+    expected = {"no clouds": "found", "wrong shape": "column", "nan": "NaN", "too few": "expected 16 clouds, found 3",
+                "no manifest": "--points"}[case]
+    assert expected in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"clouds", *(["bare.onnx"] if case == "no manifest" else [])})
+
+
+def test_no_manifest_works_with_preprocessing_options(exported, tmp_path):
+    from foundry_edge.calibration.workflow import calibrate
+
+    model = tmp_path / "bare.onnx"
+    model.write_bytes(exported.read_bytes())
+    with pytest.raises(FoundryError, match="contradict"):
+        calibrate(_config(exported, tmp_path / "x.onnx", points=POINTS * 2, grouping="graph"), log=lambda _: None)
+    summary = calibrate(_config(model, tmp_path / "bare.int8.onnx", points=POINTS, grouping="graph"), log=lambda _: None)
+    manifest = json.loads((tmp_path / "bare.int8.manifest.json").read_text())
+    assert summary["passed"] and manifest["preprocessing"]["num_points"] == POINTS
+
+
+def test_fp16_keeps_sensitive_nodes_fp32_and_io_float32(exported, tmp_path):
+    from foundry_edge.calibration.fp16 import convert_to_fp16
+
+    facts = convert_to_fp16(exported, tmp_path / "m.fp16.onnx")
+    model = onnx.load(str(tmp_path / "m.fp16.onnx"))
+    assert all(i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for i in model.graph.input)
+    assert {o.name: o.type.tensor_type.elem_type for o in model.graph.output}["tokens"] == onnx.TensorProto.FLOAT
+    half = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert half, "nothing was converted to FP16"
+    kinds = {n.op_type for n in onnx.load(str(exported)).graph.node if n.name in set(facts["fp32_nodes"])}
+    assert {"TopK", "ArgMax", "LayerNormalization", "Softmax"} <= kinds
+
+
+def test_accuracy_report_with_sensitivity(exported, quantized, tmp_path):
+    from foundry_edge.calibration.workflow import calibrate
+
+    config = _config(exported, tmp_path / "s.int8.onnx", report=tmp_path / "report", eval_samples=16, sensitivity=True)
+    summary = calibrate(config, log=lambda _: None)
+    report = json.loads((tmp_path / "report" / "accuracy.json").read_text())
+    assert set(report["precisions"]) == {"fp32", "fp16", "int8"}
+    fp32 = report["precisions"]["fp32"]["metrics"]
+    assert fp32["token_cosine_mean"] == pytest.approx(1.0) and fp32["assignment_agreement"] == 1.0
+    int8 = report["precisions"]["int8"]
+    assert {t["metric"] for t in int8["targets"]} == {"token_cosine_mean", "assignment_agreement", "top1_agreement"}
+    assert 0.0 <= int8["metrics"]["top1_accuracy"] <= 1.0 and int8["metrics"]["center_agreement"] == 1.0
+    assert report["sensitivity"] and all(r["nodes"] >= 1 for r in report["sensitivity"])
+    assert summary["passed"] == report["passed"]
+    assert ("PASSED" if report["passed"] else "FAILED") in (tmp_path / "report" / "accuracy.md").read_text()
+
+
+def test_feed_reader_rewinds():
+    from foundry_edge.calibration.feeds import FeedReader
+
+    feeds = [{"points": np.full((2, 4, 3), i, np.float32)} for i in range(3)]
+    seen = []
+    reader = FeedReader(feeds, on_feed=seen.append)
+    first = [f["points"][0, 0, 0] for f in reader]
+    second = [f["points"][0, 0, 0] for f in reader]
+    assert first == second == [0, 1, 2] and len(seen) == 6 and reader.get_next() is None
+
+
+def test_cli_calibrate_and_refusals(exported, tmp_path, capsys):
+    from foundry_edge.cli import main
+
+    out = tmp_path / "cli.int8.onnx"
+    assert main(["calibrate", str(exported), "--data", "synthetic", "--samples", "8", "-o", str(out)]) == 0
+    assert out.is_file() and (tmp_path / "cli.int8.calib.json").is_file()
+    assert capsys.readouterr().out.strip().endswith("PASSED")
+    code = main(["calibrate", str(exported), "--data", "synthetic", "--cache", "c.json", "--no-cache", "-o", str(out)])
+    assert code != 0 and "error: --cache and --no-cache" in capsys.readouterr().err
+    code = main(["calibrate", str(exported), "--data", "synthetic", "--method", "kl", "-o", str(tmp_path / "x.onnx")])
+    assert code != 0 and "--method" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
