@@ -120,6 +120,12 @@ def group_scene(points: np.ndarray, num_groups: int, group_size: int, fps_candid
     return neighbours - centers[:, None, :], centers
 
 
+def group_clouds(points: np.ndarray, num_groups: int, group_size: int, fps_candidates: int = 4):
+    """(B, N, 3) -> neighbourhoods (B, G, K, 3), centres (B, G, 3): the host feed of a scalable model."""
+    groups = [group_scene(cloud, num_groups, group_size, fps_candidates) for cloud in np.asarray(points)]
+    return np.stack([n for n, _ in groups]), np.stack([c for _, c in groups])
+
+
 def coverage(points: np.ndarray, centers: np.ndarray) -> float:
     """Max over points of the distance to the nearest centre (lower is better; FPS minimises it)."""
     spatial = require("scipy.spatial", "scenes")

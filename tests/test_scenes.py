@@ -169,3 +169,9 @@ def test_memory_estimate_grows_with_the_scene_and_the_teacher_attention():
     teacher_growth = at("pointjepa-vits", 1 << 20) / at("pointjepa-vits", 1 << 19)
     student_growth = at("foundry-s16", 1 << 20) / at("foundry-s16", 1 << 19)
     assert teacher_growth > student_growth
+
+
+def test_group_clouds_batches_the_host_feed(scene):
+    neighbourhoods, centers = sg.group_clouds(np.stack([scene, scene[::-1]]), 32, 8)
+    assert neighbourhoods.shape == (2, 32, 8, 3) and centers.shape == (2, 32, 3)
+    np.testing.assert_array_equal(np.sort(centers[0], axis=0), np.sort(centers[1], axis=0))
