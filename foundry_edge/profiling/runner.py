@@ -51,7 +51,8 @@ class ProfileConfig:
     memory_limit_bytes: int | None = None
     out_dir: Path = Path("profile")
     operators: bool = False  # add an ONNX Runtime profile by operator type (ort-cpu measurements)
-    matmul_size: int = 2048
+    matmul_size: int = 2048  # the peak's (size x size) @ (size x size) fp32 product, timed for matmul_s
+    matmul_s: float = 1.0
 
     def __post_init__(self):
         if self.iterations is not None and self.duration_s is not None:
@@ -96,10 +97,7 @@ def runtime_problem(runtime: str) -> str | None:
 
 
 def run_worker(spec: dict, timeout_s: float, threads: int, module: str = WORKER) -> dict:
-    """Run one spec in a fresh `python -m module` process; always return a result dict.
-
-    The child's own peak RSS comes from wait4's rusage, so it is known even when the child was killed.
-    """
+    """Run one spec in a fresh `python -m module` process; always return a result dict."""
     env = {**os.environ, **{name: str(threads) for name in THREAD_VARIABLES}}
     with tempfile.TemporaryDirectory(prefix="foundry-profile-") as tmp:
         spec_path, result_path, log_path = (Path(tmp) / name for name in ("spec.json", "result.json", "log.txt"))
@@ -108,31 +106,19 @@ def run_worker(spec: dict, timeout_s: float, threads: int, module: str = WORKER)
         with open(log_path, "w", encoding="utf-8") as log:
             child = subprocess.Popen([sys.executable, "-m", module, str(spec_path), str(result_path)],
                                      stdout=log, stderr=subprocess.STDOUT, env=env)
-        status, rusage, timed_out = _wait(child, timeout_s)
+            try:
+                code, timed_out = child.wait(timeout=timeout_s), False
+            except subprocess.TimeoutExpired:
+                child.kill()
+                code, timed_out = child.wait(), True
         wall_s = time.perf_counter() - start
-        if result_path.is_file():
+        if result_path.is_file() and not timed_out:
             result = json.loads(result_path.read_text(encoding="utf-8"))
         else:
-            result = _failure(status, timed_out, timeout_s, log_path.read_text(errors="replace"),
+            result = _failure(code, timed_out, timeout_s, log_path.read_text(errors="replace"),
                               spec.get("memory_limit_bytes"))
     result["wall_s"] = wall_s
-    result["child_peak_rss_bytes"] = rusage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     return result
-
-
-def _wait(child: subprocess.Popen, timeout_s: float):
-    """Reap the child with wait4 (for its rusage), killing it after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    timed_out = False
-    while True:
-        pid, status, rusage = os.wait4(child.pid, os.WNOHANG)
-        if pid:
-            child.returncode = os.waitstatus_to_exitcode(status)
-            return child.returncode, rusage, timed_out
-        if time.monotonic() > deadline and not timed_out:
-            child.kill()
-            timed_out = True
-        time.sleep(0.02)
 
 
 def _failure(code: int, timed_out: bool, timeout_s: float, log: str, memory_limit: int | None) -> dict:
@@ -142,12 +128,13 @@ def _failure(code: int, timed_out: bool, timeout_s: float, log: str, memory_limi
         return {"status": "error", "error_kind": "timeout",
                 "error": f"timed out after {timeout_s:g} s; raise --timeout or lower --points/--batch/--duration"}
     signame = signal.Signals(-code).name if code < 0 else f"exit code {code}"
-    limited = memory_limit and (code < 0 and -code in (signal.SIGSEGV, signal.SIGABRT)
-                                or any(word in log for word in ("Cannot allocate memory", "bad_alloc")))
-    if code == -signal.SIGKILL or "MemoryError" in log or limited:
-        limit = f" (address-space limit {memory_limit / 2**20:.0f} MiB)" if memory_limit else " (SIGKILL: most often the OOM killer)"
+    if memory_limit:  # under RLIMIT_AS, allocation failures surface as MemoryError, bad_alloc, failed mmaps...
         return {"status": "error", "error_kind": "oom",
-                "error": f"the worker ran out of memory{limit}: {signame}, last output: {last[:300]}"}
+                "error": f"the worker failed under the {memory_limit / 2**20:.0f} MiB address-space limit, most "
+                         f"likely out of memory ({signame}): {last[:300]}; raise --memory-limit"}
+    if code == -signal.SIGKILL or "MemoryError" in log:
+        return {"status": "error", "error_kind": "oom",
+                "error": f"the worker ran out of memory ({signame}, SIGKILL is most often the OOM killer): {last[:300]}"}
     return {"status": "error", "error_kind": "crash", "error": f"the worker failed ({signame}): {last[:300]}"}
 
 
@@ -163,7 +150,8 @@ def run_profile(config: ProfileConfig, progress: Progress | None = None) -> dict
     started = time.time()
     with Tegrastats() as tegrastats:
         progress("matmul peak")
-        peak = run_worker({"kind": "matmul-peak", "threads": config.threads, "size": config.matmul_size},
+        peak = run_worker({"kind": "matmul-peak", "threads": config.threads, "size": config.matmul_size,
+                           "seconds": config.matmul_s},
                           config.timeout_s, config.threads)
         models, notes = describe_all(config, progress)
         measurements = [measure_one(config, models, subject, runtime, points, batch, progress)
@@ -232,7 +220,7 @@ def measure_one(config: ProfileConfig, models: dict, subject: Subject, runtime: 
     path = None
     if problem is None:
         try:
-            path = artifact_for(subject, runtime, points, config.out_dir / "cache")
+            path = prepared_file(config, info, subject, runtime, points)
         except FoundryError as exc:
             problem = str(exc)
     if problem:
@@ -244,9 +232,25 @@ def measure_one(config: ProfileConfig, models: dict, subject: Subject, runtime: 
     result = run_worker(spec, config.timeout_s, config.threads)
     result.setdefault("memory", {})
     result["memory"].update(model_bytes=_file_size(path) or info.get("model_bytes"),
-                            model_bytes_source="onnx file" if path else info.get("model_bytes_source"))
+                            model_bytes_source=f"{Path(path).suffix[1:]} file" if path else info.get("model_bytes_source"))
     flops = info.get("flops") and info["flops"] * batch
     return {**row, "artifact": path, "params": info.get("params"), "flops": flops, **result}
+
+
+def prepared_file(config: ProfileConfig, info: dict, subject: Subject, runtime: str, points: int) -> str | None:
+    """The file the runtime opens, exporting a preset/checkpoint once per point count (in a worker, into
+    out_dir/cache); a failed export is remembered in `info` so it is reported, not retried."""
+    path = artifact_for(subject, runtime, points, config.out_dir / "cache")
+    if path is None or subject.format != "torch" or Path(path).is_file():
+        return path
+    if "export_error" not in info:
+        spec = {"kind": "export", "model": {"spec": subject.spec, "overrides": subject.overrides, "path": path},
+                "points": points, "max_batch": max(config.batches), "threads": config.threads}
+        result = run_worker(spec, config.timeout_s, config.threads)
+        info["export_error"] = None if result["status"] == "ok" else f"export failed: {result['error']}"
+    if info["export_error"]:
+        raise FoundryError(info["export_error"])
+    return path
 
 
 def _file_size(path: str | None) -> int | None:
@@ -263,17 +267,15 @@ def operator_profiles(config: ProfileConfig, models: dict, progress: Progress) -
             for batch in config.batches:
                 progress(f"operators of {subject.label} N={points} B={batch}")
                 row = {"model": subject.label, "points": points, "batch": batch}
+                info = models[subject.label, points]
                 try:
-                    path = None if "error" in models[subject.label, points] else \
-                        artifact_for(subject, "ort-cpu", points, config.out_dir / "cache")
+                    if "error" in info:
+                        raise FoundryError(info["error"])
+                    path = prepared_file(config, info, subject, "ort-cpu", points)
                 except FoundryError as exc:
                     rows.append({**row, "status": "error", "error": str(exc)})
                     continue
-                if path is None:
-                    rows.append({**row, "status": "error", "error": models[subject.label, points]["error"]})
-                    continue
                 spec = {"kind": "operators", "model": {"path": path}, "points": points, "batch": batch,
-                        "threads": config.threads, "iterations": 10,
-                        "memory_limit_bytes": config.memory_limit_bytes}
+                        "threads": config.threads, "iterations": 10, "memory_limit_bytes": config.memory_limit_bytes}
                 rows.append({**row, **run_worker(spec, config.timeout_s, config.threads)})
     return rows

@@ -141,7 +141,7 @@ def cache_key(subject: Subject, points: int) -> str:
 
 def artifact_for(subject: Subject, runtime: str, points: int, cache_dir: Path) -> str | None:
     """The file `runtime` opens for a subject: None where the worker builds the model itself (torch),
-    the given file, or an ONNX exported at `points` into `cache_dir` (reused when already there)."""
+    the given file, or where the ONNX export at `points` goes in `cache_dir` (see export_to_cache)."""
     if runtime == "torch":
         if subject.format != "torch":
             raise FoundryError(f"the torch runtime runs presets and checkpoints, not the {subject.format} file "
@@ -151,9 +151,13 @@ def artifact_for(subject: Subject, runtime: str, points: int, cache_dir: Path) -
         raise FoundryError(f"{subject.spec} is a TensorRT plan; it runs with --runtime trt only")
     if subject.format != "torch":
         return subject.spec
-    target = cache_dir / cache_key(subject, points) / "model.onnx"
-    if not target.is_file():
-        from foundry_edge.export import export_model
+    return str(cache_dir / cache_key(subject, points) / "model.onnx")
 
-        export_model(build_model(subject.spec, points, subject.overrides), target)
-    return str(target)
+
+def export_to_cache(spec: str, overrides: dict, points: int, target: str, max_batch: int) -> str:
+    """Export the model at `points` (groups scaled) to `target` with the export API; returns the path."""
+    from foundry_edge.export import ExportOptions, export_model
+
+    options = ExportOptions(model=build_model(spec, points, overrides), output_dir=Path(target).parent,
+                            num_points=points, max_batch=max(max_batch, 2), trt_check="off")
+    return str(export_model(options).onnx_path)

@@ -4,7 +4,7 @@ A fresh process per measurement keeps memory figures honest (peak RSS is this pr
 nothing left over from an earlier model) and turns an out-of-memory or a crash into a result the
 parent records, never a crash of the whole profile. The spec and result are plain JSON:
 
-    spec:   {"kind": "latency" | "matmul-peak" | "operators", "runtime", "model": {"spec", "overrides",
+    spec:   {"kind": "latency" | "matmul-peak" | "operators" | "export", "runtime", "model": {"spec", "overrides",
              "path"}, "points", "batch", "warmup_s", "iterations" | "duration_s", "threads",
              "memory_limit_bytes", "seed"}
     result: {"status": "ok" | "error", "error", "error_kind", ...figures (see run_latency)}
@@ -26,7 +26,18 @@ CUDA_RUNTIMES = ("ort-cuda", "ort-trt", "trt")
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set size (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """This process's peak resident set size since exec.
+
+    Linux: VmHWM from /proc/self/status. Not ru_maxrss: a child inherits its parent's ru_maxrss across
+    fork + exec, so a worker started by a parent holding a large model would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 
@@ -55,16 +66,9 @@ def limit_memory(limit_bytes: int | None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
 
 
-def set_threads(threads: int, runtime: str) -> None:
-    """Pin the math libraries to `threads`; the ORT session gets its own intra_op_num_threads."""
-    if runtime == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 def open_for(spec: dict):
-    """The runtime for a spec: a prepared file (ONNX / plan), or a model built in this process (torch)."""
+    """The runtime for a spec: a prepared file (ONNX / plan), or a model built in this process (torch).
+    The runtime sets its own threads (torch.set_num_threads, ORT intra_op_num_threads)."""
     from foundry_edge.runtimes import open_runtime
 
     model = spec["model"]
@@ -90,7 +94,6 @@ def run_latency(spec: dict) -> dict:
     """Load, warm up, time; report latency statistics, throughput and memory."""
     from foundry_edge.profiling.timing import summarize, time_calls
 
-    set_threads(spec["threads"], spec["runtime"])
     clouds = make_clouds(spec["batch"], spec["points"], spec.get("seed", 0))
     rss_start, free_start = current_rss_bytes(), device_free_bytes()
     t0 = time.perf_counter()
@@ -127,7 +130,16 @@ def run_operators(spec: dict) -> dict:
                                            spec.get("iterations") or 10)}
 
 
-KINDS = {"latency": run_latency, "matmul-peak": run_matmul_peak, "operators": run_operators}
+def run_export(spec: dict) -> dict:
+    """Export in a worker too: a long or failing export is bounded by the time-out and recorded."""
+    from foundry_edge.profiling.subjects import export_to_cache
+
+    model = spec["model"]
+    return {"path": export_to_cache(model["spec"], model.get("overrides") or {}, spec["points"], model["path"],
+                                    spec.get("max_batch", 8))}
+
+
+KINDS = {"latency": run_latency, "matmul-peak": run_matmul_peak, "operators": run_operators, "export": run_export}
 
 
 def measure(spec: dict) -> dict:

@@ -1,0 +1,146 @@
+"""The profiling harness: timing statistics, worker isolation (OOM, missing runtimes, bad models
+recorded, not raised), the report schema, and a self-contained HTML report."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from conftest import tiny_overrides
+from foundry_edge.cli import main
+from foundry_edge.errors import FoundryError
+from foundry_edge.profiling import SCHEMA, SCHEMA_VERSION, ProfileConfig, Subject, run_profile, write_reports
+from foundry_edge.profiling.operators import profile_operators
+from foundry_edge.profiling.runner import run_worker
+from foundry_edge.profiling.subjects import describe
+from foundry_edge.profiling.timing import summarize, time_calls
+
+FAST = dict(warmup_s=0.0, iterations=3, threads=1, matmul_size=128, matmul_s=0.05, timeout_s=120)
+LATENCY_KEYS = {"min", "mean", "median", "p90", "p95", "p99", "std", "max"}
+
+
+def tiny(preset: str, role: str, **extra) -> Subject:
+    return Subject(preset, role, {**tiny_overrides(preset), **extra})
+
+
+def assert_self_contained(html: str) -> None:
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.I)
+    assert "<script" not in html.lower() and "<link" not in html.lower()
+
+
+def tiny_onnx(path, points_dim) -> str:
+    """A one-MatMul ONNX graph with a `points` input of shape (batch, points_dim, 3)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.eye(3, 8, dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["points", "w"], ["h"]), helper.make_node("Relu", ["h"], ["tokens"])], "tiny",
+        [helper.make_tensor_value_info("points", TensorProto.FLOAT, ["batch", points_dim, 3])],
+        [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["batch", points_dim, 8])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return str(path)
+
+
+def test_summarize_orders_the_statistics():
+    samples = list(np.random.default_rng(0).gamma(2.0, 3.0, size=200))
+    stats = summarize(samples)
+    assert set(stats) == LATENCY_KEYS
+    order = [stats[k] for k in ("min", "median", "p90", "p95", "p99", "max")]
+    assert order == sorted(order) and stats["min"] == min(samples) and stats["max"] == max(samples)
+    assert stats["std"] == pytest.approx(np.std(samples))
+
+
+def test_time_calls_counts_iterations_and_warms_up_at_least_once():
+    calls = []
+    samples = time_calls(lambda: calls.append(1), warmup_s=0.0, iterations=5)
+    assert len(samples) == 5 and len(calls) == 6 and min(samples) >= 0
+    assert len(time_calls(lambda: None, 0.0, duration_s=0.0, min_iterations=4)) == 4
+    with pytest.raises(ValueError):
+        time_calls(lambda: None, 0.0, iterations=2, duration_s=1.0)
+
+
+def test_worker_records_memory_error_instead_of_raising():
+    """A (300000 x 300000) fp32 matrix (360 GB) raises MemoryError inside the worker."""
+    result = run_worker({"kind": "matmul-peak", "threads": 1, "size": 300_000, "seconds": 0.01}, 60, 1)
+    assert result["status"] == "error" and result["error_kind"] == "oom"
+    assert "MemoryError" in result["error"]
+
+
+def test_worker_under_a_tiny_memory_limit_is_recorded_as_oom():
+    result = run_worker({"kind": "matmul-peak", "threads": 1, "size": 256, "seconds": 0.01,
+                         "memory_limit_bytes": 40 * 2**20}, 60, 1)
+    assert result["status"] == "error" and result["error_kind"] == "oom"
+    assert "40 MiB" in result["error"]
+
+
+def test_worker_time_out_is_recorded():
+    result = run_worker({"kind": "matmul-peak", "threads": 1, "size": 64, "seconds": 30}, 1.0, 1)
+    assert result["error_kind"] == "timeout" and result["wall_s"] < 20
+
+
+def test_config_refuses_conflicting_options():
+    with pytest.raises(FoundryError, match="not both"):
+        ProfileConfig(students=[Subject("foundry-s16", "student")], iterations=3, duration_s=1.0)
+    with pytest.raises(FoundryError, match="unknown runtime"):
+        ProfileConfig(students=[Subject("foundry-s16", "student")], runtimes=["tensorflow"])
+    with pytest.raises(FoundryError, match="once"):
+        ProfileConfig(students=[Subject("foundry-s16", "student")], teacher=Subject("foundry-s16", "teacher"))
+
+
+def test_point_count_a_fixed_onnx_does_not_admit_is_refused(tmp_path):
+    path = tiny_onnx(tmp_path / "fixed.onnx", 256)
+    assert describe(Subject(path, "student"), 256)["inputs"] == ["points"]
+    with pytest.raises(FoundryError, match="exactly 256 points"):
+        describe(Subject(path, "student"), 512)
+
+
+def test_operator_profile_sums_time_by_op_type(tmp_path):
+    path = tiny_onnx(tmp_path / "dynamic.onnx", "num_points")
+    clouds = np.random.default_rng(0).normal(size=(2, 300, 3)).astype(np.float32)
+    ops = profile_operators(path, clouds, threads=1, runs=3)
+    assert {op["op_type"] for op in ops} == {"MatMul", "Relu"}
+    assert sum(op["percent"] for op in ops) == pytest.approx(100.0)
+    assert all(op["nodes"] == 1 and op["ms_per_run"] >= 0 for op in ops)
+
+
+def test_missing_runtime_bad_model_and_bad_points_are_recorded(tmp_path):
+    """Nothing here can run (no CUDA provider, a missing file, a fixed 256-point ONNX at 512): every
+    problem is a row with an `error`, and the reports are still complete and self-contained."""
+    fixed = tiny_onnx(tmp_path / "fixed.onnx", 256)
+    config = ProfileConfig(students=[Subject(str(tmp_path / "missing.onnx"), "student"), Subject(fixed, "student")],
+                           teacher=tiny("pointjepa-vits", "teacher"), runtimes=["ort-cuda"], points=[256, 512],
+                           out_dir=tmp_path / "out", **FAST)
+    report = run_profile(config)
+    assert report["schema"] == SCHEMA and report["schema_version"] == SCHEMA_VERSION
+    assert len(report["measurements"]) == 3 * 2
+    assert all(m["status"] == "error" and m["error"] for m in report["measurements"])
+    errors = {(m["model"], m["points"]): m["error"] for m in report["measurements"]}
+    assert "does not exist" in errors["missing", 256] and "exactly 256 points" in errors["fixed", 512]
+    assert "foundry-edge[gpu]" in errors["pointjepa-vits", 256]
+    assert report["machine"]["matmul_peak"]["gflops"] > 0 and report["machine"]["cpu"]
+    paths = write_reports(report, tmp_path / "out")
+    assert json.loads(paths["json"].read_text())["measurements"][0]["error"]
+    assert "exactly 256 points" in paths["markdown"].read_text()
+    assert_self_contained(paths["html"].read_text())
+
+
+def test_students_with_other_inputs_than_the_teacher_get_a_note(tmp_path):
+    config = ProfileConfig(students=[tiny("foundry-s16", "student", normalize_input=False)],
+                           teacher=tiny("pointjepa-vits", "teacher"), runtimes=["ort-cuda"], points=[256],
+                           out_dir=tmp_path, **FAST)
+    notes = run_profile(config)["notes"]
+    assert any("different inputs" in note and "foundry-s16" in note for note in notes)
+
+
+def test_cli_reports_failures_and_exits_non_zero(tmp_path, capsys):
+    code = main(["profile", "--student", str(tmp_path / "nope.pt"), "--runtime", "torch", "--points", "256",
+                 "--iterations", "2", "--warmup", "0", "--threads", "1", "-o", str(tmp_path / "out")])
+    assert code == 1
+    assert "FAILED: 0 of 1 measurements" in capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert "neither a preset" in report["measurements"][0]["error"]
+    assert main(["profile", "--student", "foundry-s16", "--iterations", "2", "--duration", "1"]) == 2
