@@ -168,6 +168,8 @@ def prepare_onnx(trt, onnx_path: Path, plan_path: Path, info: ModelInfo, precisi
     from foundry_edge.calibration.fp16 import convert_to_fp16
 
     fp16_path = plan_path.with_suffix(".onnx")  # model.fp16.plan -> model.fp16.onnx, kept for trtexec
+    if fp16_path.resolve() == onnx_path.resolve():  # model.onnx -> model.engine must not overwrite its source
+        fp16_path = plan_path.with_suffix(".fp16.onnx")
     log(f"converting to an FP16 ONNX for strongly typed TensorRT: {fp16_path.name}")
     kept = convert_to_fp16(onnx_path, fp16_path)["fp32_nodes"]
     log(f"kept {len(kept)} sensitive nodes in FP32 (LayerNorm, softmax, decision inputs)")

@@ -1,0 +1,168 @@
+"""Runtimes without a GPU: ONNX Runtime against the PyTorch reference, the base contract, verify and run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from _runtime_models import exported, small_overrides  # noqa: F401 (exported is a fixture)
+from foundry_edge.errors import FoundryError
+from foundry_edge.models.registry import PRESETS
+from foundry_edge.runtimes import model_kind, open_runtime
+from foundry_edge.runtimes.base import Grouping, Runtime, TensorSpec
+from foundry_edge.runtimes.compare import compare_outputs
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("torch")
+
+# One teacher, the edge student, the gate: every other preset exports the same blocks (slow on 2 cores).
+FAST = ("pointjepa-vits", "foundry-edge16", "foundry-gate16")
+ALL = os.environ.get("FOUNDRY_EDGE_SLOW") == "1"
+PRESET_CASES = [p if p in FAST else pytest.param(p, marks=[pytest.mark.slow, pytest.mark.skipif(
+    not ALL, reason="slow: set FOUNDRY_EDGE_SLOW=1 to export every preset")]) for p in PRESETS]
+
+
+def clouds(batch, num_points, seed=0):
+    rng = np.random.default_rng(seed)
+    pts = rng.normal(size=(batch, num_points, 3)) * np.array([1.0, 0.6, 0.3])
+    return pts.astype(np.float32)
+
+
+@pytest.mark.parametrize("preset", PRESET_CASES)
+def test_ort_matches_torch_on_every_preset(exported, preset):
+    onnx_path = exported(preset)
+    with open_runtime(onnx_path) as ort_rt, open_runtime(onnx_path.with_suffix(".pt")) as torch_rt:
+        assert ort_rt.provider == "CPUExecutionProvider" and torch_rt.provider == "torch-cpu"
+        for batch in (2, 3):  # 3 is not the export's example batch: the dynamic axis must hold
+            points = clouds(batch, ort_rt.num_points, seed=batch)
+            expected, got = torch_rt.infer(points), ort_rt.infer(points)
+            assert set(got) == set(expected)
+            failed = [c for c in compare_outputs(expected, got, "fp32") if not c.passed]
+            assert not failed, [c.to_dict() for c in failed]
+
+
+def test_runtime_reports_specs_timing_and_memory(exported):
+    with open_runtime(exported("foundry-edge16")) as rt:
+        assert [s.name for s in rt.inputs] == ["points"]
+        assert {"tokens", "centers", "assignment"} <= {s.name for s in rt.outputs}
+        out = rt.infer(clouds(2, rt.num_points))
+        assert out["assignment"].dtype == np.int64 and out["tokens"].shape[0] == 2
+        assert len(rt.timings) == 1 and rt.last_inference_time > 0
+        assert rt.memory()["host_rss_bytes"] > 0
+    assert not rt.is_active
+
+
+def test_feed_is_checked_before_running(exported):
+    with open_runtime(exported("foundry-edge16")) as rt:
+        n = rt.num_points
+        with pytest.raises(FoundryError, match="inputs"):
+            rt.infer_feed({"xyz": clouds(1, n)})
+        with pytest.raises(FoundryError, match="float32"):
+            rt.infer_feed({"points": clouds(1, n).astype(np.float64)})
+        with pytest.raises(FoundryError, match="shaped"):
+            rt.infer_feed({"points": clouds(1, n + 1)})
+        with pytest.raises(FoundryError, match="finite"):
+            rt.infer(np.full((1, n, 3), np.nan, dtype=np.float32))
+    with pytest.raises(FoundryError, match="not loaded"):
+        rt.infer(clouds(1, n))
+
+
+def test_onnx_without_manifest_reads_the_graph(exported, tmp_path):
+    bare = tmp_path / "bare.onnx"
+    shutil.copy(exported("foundry-edge16"), bare)
+    with pytest.warns(UserWarning, match="no manifest"):
+        rt = open_runtime(bare)
+    assert rt.info.manifest is None and rt.info.profiles == {"batch": [1, 1, 8]}
+    with rt:
+        assert rt.num_points == small_overrides("foundry-edge16")["num_points"]
+        assert rt.infer(clouds(2, rt.num_points))["tokens"].shape[0] == 2
+
+
+class RecordingRuntime(Runtime):
+    """A backend that returns its feed, to see what the base class hands a host-grouped graph."""
+
+    def load_impl(self):
+        g, k = self.grouping.num_groups, self.grouping.group_size
+        self.inputs = [TensorSpec("neighbourhoods", "float32", ("batch", g, k, 3)),
+                       TensorSpec("centers", "float32", ("batch", g, 3))]
+
+    def infer_impl(self, feed):
+        return feed
+
+
+def test_host_grouping_matches_the_models_own_grouping():
+    import torch
+
+    from foundry_edge.models import create_model
+    from foundry_edge.models.model import normalize_cloud
+
+    model = create_model("foundry-edge16", **small_overrides("foundry-edge16"))
+    c = model.config
+    grouping = Grouping.from_manifest({"grouping": "host", "preprocessing": {
+        "in_graph": False, "num_groups": c.num_groups, "group_size": c.group_size, "num_points": c.num_points}})
+    points = clouds(2, c.num_points, seed=3) + 5.0  # off-centre: normalisation must happen on the host
+    with RecordingRuntime(grouping) as rt:
+        feed = rt.infer(points)
+    neighbourhoods, centers = model.tokenizer.group(normalize_cloud(torch.from_numpy(points)))
+    np.testing.assert_allclose(feed["centers"], centers.numpy(), atol=1e-5)
+    np.testing.assert_allclose(feed["neighbourhoods"], neighbourhoods.numpy(), atol=1e-5)
+
+
+def test_open_runtime_picks_and_refuses_by_kind(exported):
+    assert model_kind("m.onnx") == "onnx" and model_kind("m.engine") == "plan" and model_kind("foundry-s16") == "torch"
+    with pytest.raises(FoundryError, match="build an engine"):
+        open_runtime(exported("foundry-edge16"), runtime="trt")
+    with pytest.raises(FoundryError, match="runs on trt"):
+        open_runtime("model.plan", runtime="ort-cpu")
+    with pytest.raises(FoundryError, match="expected a runtime"):
+        open_runtime("model.onnx", runtime="tensorflow")
+
+
+def test_ort_refuses_a_provider_it_does_not_have(exported):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    with pytest.raises(FoundryError, match="CUDAExecutionProvider"):
+        open_runtime(exported("foundry-edge16"), runtime="ort-cuda").load()
+
+
+def test_tolerances_judge_fp16_by_agreement_and_fp32_elementwise(rng):
+    tokens = rng.normal(size=(4, 16, 8)).astype(np.float32)
+    assignment = rng.integers(0, 4, size=(4, 16))
+    ref = {"tokens": tokens, "assignment": assignment}
+    noisy = {"tokens": tokens + 1e-2 * rng.normal(size=tokens.shape).astype(np.float32), "assignment": assignment}
+    assert not all(c.passed for c in compare_outputs(ref, noisy, "fp32"))
+    assert all(c.passed for c in compare_outputs(ref, noisy, "fp16"))
+    flipped = dict(noisy, assignment=(assignment + (rng.random(assignment.shape) < 0.3)) % 4)
+    checks = {c.name: c for c in compare_outputs(ref, flipped, "fp16")}
+    assert not checks["assignment"].passed and checks["assignment"].agreement < 0.9
+    assert not compare_outputs(ref, {"tokens": tokens}, "fp32")[1].passed  # a missing output fails
+
+
+def test_cli_run_saves_outputs_and_verify_passes_and_fails(exported, tmp_path, capsys):
+    from foundry_edge.cli import main
+
+    onnx_path = exported("foundry-edge16")
+    cloud = tmp_path / "cloud.npy"
+    np.save(cloud, clouds(1, 300)[0])  # any size: run resamples to the model's points
+    out = tmp_path / "out.npz"
+    assert main(["run", str(onnx_path), str(cloud), "-o", str(out)]) == 0
+    saved = np.load(out)
+    assert saved["tokens"].shape[0] == 1 and "assignment" in saved.files
+
+    assert main(["verify", str(onnx_path), "--against", str(onnx_path.with_suffix(".pt")), "--samples", "3"]) == 0
+    assert capsys.readouterr().out.strip().endswith("PASSED")
+    other = exported("pointjepa-vits")  # another model: the tokens cannot agree
+    assert main(["verify", str(onnx_path), "--against", str(other), "--samples", "2"]) == 1
+    assert capsys.readouterr().out.strip().endswith("FAILED")
+
+
+def test_cli_refuses_options_that_do_not_apply(exported, capsys):
+    from foundry_edge.cli import main
+
+    assert main(["run", str(exported("foundry-edge16")), "x.npy", "--set", "depth=2"]) != 0
+    assert "--set do not apply" in capsys.readouterr().err
