@@ -6,7 +6,6 @@ Each step logs what it starts with and ends with its time and artifact size, thr
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Callable, List, Optional
 from foundry_edge.calibration.feeds import Preprocessing, open_clouds, preprocessing_from, prepare
 from foundry_edge.calibration.qdq import QuantizeOptions
 from foundry_edge.errors import FoundryError
+from foundry_edge.export.manifest import manifest_path, read_manifest
 from foundry_edge.fileio import sha256_file, write_json_atomic
 
 Log = Callable[[str], None]
@@ -51,21 +51,6 @@ class CalibrateConfig:
     @property
     def output_path(self) -> Path:
         return self.output or self.model.with_name(self.model.stem + ".int8.onnx")
-
-
-def manifest_path(onnx_path: Path) -> Path:
-    """`<stem>.manifest.json` beside the ONNX (docs/contracts.md)."""
-    return onnx_path.with_name(onnx_path.stem + ".manifest.json")
-
-
-def read_manifest(onnx_path: Path) -> Optional[dict]:
-    path = manifest_path(onnx_path)
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise FoundryError(f"{path}: expected a JSON manifest, found unreadable JSON ({exc}): export the model again")
 
 
 def input_names(onnx_path: Path) -> List[str]:
@@ -105,11 +90,24 @@ def calibrate(config: CalibrateConfig, log: Log = print, on_feed=None) -> dict:
     write_json_atomic(manifest_path(config.output_path), output_manifest(manifest, pre, config, facts))
     log(f"wrote {config.output_path} ({_mib(config.output_path)}) in {facts['seconds']:.1f} s: {result.qdq_nodes} "
         f"Q/DQ nodes, {len(result.exclusions.nodes)} nodes kept FP32, range cache {result.cache}")
-    summary = {"output": str(config.output_path), "calibration": facts, "passed": True}
+    summary = {"output": str(config.output_path), "calibration": facts, "passed": parser_check(config.output_path, log)}
     if config.report is not None:
         summary["report"] = report(config, pre, names, feeds, log)
-        summary["passed"] = summary["report"]["passed"]
+        summary["passed"] = summary["passed"] and summary["report"]["passed"]
     return summary
+
+
+def parser_check(path: Path, log: Log) -> bool:
+    """TensorRT's (or TensorRT-RTX's) ONNX parser on the written file, where one is installed."""
+    from foundry_edge.export.trt_check import check_with_tensorrt, find_tensorrt
+
+    trt = find_tensorrt()
+    if trt is None:
+        log("TensorRT parser check skipped: neither tensorrt nor tensorrt_rtx is installed")
+        return True
+    result = check_with_tensorrt(path, trt)
+    log(f"TensorRT parser check on {path.name}: {result.detail()}")
+    return result.passed
 
 
 def report(config: CalibrateConfig, pre: Preprocessing, names, calib_feeds, log: Log) -> dict:

@@ -41,10 +41,12 @@ def exported(tmp_path_factory):
                       opset_version=18, input_names=["points"],
                       output_names=["tokens", "centers", "assignment", "logits"],
                       dynamic_shapes={"points": {0: torch.export.Dim("batch", min=1, max=64)}})
-    manifest = {"schema": "foundry-edge/manifest", "schema_version": 1, "grouping": "graph",
-                "onnx": {"file": path.name, "precision": "fp32"},
+    manifest = {"schema": "foundry-edge/manifest", "schema_version": 1, "model": {"name": "tiny", "kind": "student"},
+                "onnx": {"file": path.name, "precision": "fp32"}, "grouping": "graph",
                 "preprocessing": {"normalize": "centre-unit-sphere", "in_graph": True, "num_points": POINTS,
-                                  "num_groups": 8, "group_size": 8}}
+                                  "num_groups": 8, "group_size": 8},
+                "inputs": [{"name": "points", "dtype": "float32", "shape": ["batch", POINTS, 3]}], "outputs": [],
+                "profiles": {"batch": [1, 1, 8]}, "versions": {}, "checks": {"passed": True, "items": []}}
     path.with_name("student.manifest.json").write_text(json.dumps(manifest))
     return path
 
