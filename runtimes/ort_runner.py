@@ -27,16 +27,18 @@ class OrtRuntime(Runtime):
 
     name = "ort"
 
-    def __init__(self, onnx_path: str | Path, runtime: str = "ort-cpu", optimization: str = "all",
+    def __init__(self, onnx_path: str | Path, runtime: str = "ort-cpu", optimization: Optional[str] = None,
                  threads: Optional[int] = None):
         from foundry_edge.runtimes.model_info import read_model_info
 
         if runtime not in PROVIDERS:
             raise FoundryError(f"expected one of {sorted(PROVIDERS)} for ONNX Runtime, got {runtime!r}")
-        if optimization not in OPT_LEVELS:
+        if optimization not in OPT_LEVELS + (None,):
             raise FoundryError(f"expected an optimisation level in {OPT_LEVELS}, got {optimization!r}")
-        self.path, self.runtime, self.optimization, self.threads = Path(onnx_path), runtime, optimization, threads
+        self.path, self.runtime, self.threads = Path(onnx_path), runtime, threads
         self.info = read_model_info(self.path)
+        # FP16 graphs with a dynamic batch crash ORT_ENABLE_ALL at session creation (research/this-machine.md).
+        self.optimization = optimization or ("extended" if self.info.precision == "fp16" else "all")
         super().__init__(self.info.grouping)
         self.name = runtime
         self.class_names, self.precision = self.info.class_names, self.info.precision
