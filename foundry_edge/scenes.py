@@ -62,7 +62,8 @@ def estimate_peak_bytes(config, batch: int = 1, grouping: str = "host") -> int:
     cloud = n * 3 * f * 4 + (n * 8 * 6 if grouping == "graph" else n * 48)
     if grouping == "graph":
         cloud += 3 * batch * min(c.knn_chunk, c.num_groups) * c.num_points * f
-    tokenizer = g * k * f * (2 * w1 + w2 + max(w0, w2, c.tokenizer_out_dim))
+    # ONNX Runtime keeps about every mini-PointNet activation of the G x K points alive, some twice.
+    tokenizer = 2 * g * k * f * (w0 + 3 * w1 + w2 + c.tokenizer_out_dim)
     tokens = c.num_groups if c.kind == "teacher" else c.num_supertokens + (c.gate_budget if c.gate else 0)
     encoder = batch * (tokens * c.embed_dim * 9 + 2 * c.num_heads * tokens * tokens) * f
     heads = g * (4 * c.embed_dim + c.effective_cau_hidden + c.output_dim) * f if c.kind == "student" else 0
