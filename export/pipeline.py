@@ -161,7 +161,7 @@ def _load(spec, overrides: dict, options: ExportOptions, log):
         torch.manual_seed(options.seed)
         model, info = load_model(str(spec), **overrides)
     if info["source"] == "preset":
-        info = {**info, "weights": f"random initialisation (seed {options.seed})"}
+        info = {**info, "weights": f"random initialisation, seed {options.seed}"}
     return model.eval(), info
 
 

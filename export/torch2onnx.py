@@ -4,6 +4,7 @@
 - opset 18-20: at 23+ the exporter emits the ONNX Attention op, which TensorRT builders reject.
 - an example batch >= 2 where the batch is dynamic: a batch of 1 can silently export a static batch.
 - dynamic axes as torch.export.Dim; the unrolled FPS loop keeps the point count symbolic.
+- constants folded without the exporter's rewrite rules (see fold_constants).
 The export-friendly ops (no OneHot, MatMul grouping, TopK with constant K) are the model's own
 (foundry_edge/models/foundry.py, grouping.py); validate.py checks the written graph for them.
 """
@@ -85,5 +86,28 @@ def torch2onnx(model, config: PointModelOnnxConfig, seed: int = 0):
         program = torch.onnx.export(
             module, args, None, dynamo=True, external_data=False, opset_version=config.opset,
             input_names=[s.name for s in config.input_specs()], output_names=list(config.outputs),
-            dynamic_shapes=dynamic_shapes(config), verbose=False, optimize=True)
-    return program.model_proto
+            dynamic_shapes=dynamic_shapes(config), verbose=False, optimize=False)
+    return fold_constants(program.model)
+
+
+def fold_constants(model):
+    """onnx_ir.Model -> ModelProto with constants folded, and nothing else rewritten.
+
+    Not the exporter's own `optimize=True`: its rewrite rules match constants with abs_tol 1e-8, so
+    `x + 1e-8` counts as `x + 0` and is dropped (onnxscript 0.7), which turned the segmentation
+    head's 1 / (d + 1e-8) into 1 / 0 = NaN. Folding alone still leaves every shape, axis and TopK K
+    a constant, as TensorRT needs.
+    """
+    import onnx_ir as ir
+    import onnx_ir.passes.common as common
+    import onnxscript.optimizer
+
+    onnxscript.optimizer.fold_constants(model)
+    ir.passes.Sequential(
+        common.RemoveUnusedNodesPass(),
+        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+        common.DeduplicateInitializersPass(),
+        common.CommonSubexpressionEliminationPass(),
+        common.RemoveUnusedNodesPass(),
+    )(model)
+    return ir.serde.serialize_model(model)

@@ -126,6 +126,9 @@ def compare_outputs(ref: np.ndarray, got: np.ndarray) -> dict:
         return {"shape": f"{list(got.shape)} != reference {list(ref.shape)}"}
     if np.issubdtype(ref.dtype, np.integer):
         return {"agreement": float(np.mean(ref == got)) if ref.size else 1.0}
+    nonfinite = int((~np.isfinite(ref)).sum() + (~np.isfinite(got)).sum())
+    if nonfinite:
+        return {"nonfinite": nonfinite}
     ref64, got64 = ref.astype(np.float64).reshape(len(ref), -1), got.astype(np.float64).reshape(len(got), -1)
     diff = np.abs(ref64 - got64)
     norms = np.linalg.norm(ref64, axis=1) * np.linalg.norm(got64, axis=1)
@@ -140,6 +143,8 @@ def _judge(name: str, metrics: dict, config: PointModelOnnxConfig) -> tuple[bool
     tol = config.tolerances
     if "shape" in metrics:
         return False, f"{name} shape {metrics['shape']}"
+    if "nonfinite" in metrics:
+        return False, f"{name} has {metrics['nonfinite']} NaN/inf values (reference + ONNX)"
     if "agreement" in metrics:
         ok = metrics["agreement"] >= tol.min_agreement
         return ok, f"{name} {100 * metrics['agreement']:.2f}% agree" + ("" if ok else f" (< {100 * tol.min_agreement:g}%)")

@@ -47,7 +47,7 @@ def export(
     from foundry_edge.export import ExportCheckError, ExportOptions, export_model
     from foundry_edge.models.config import parse_overrides
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)  # long paths and trtexec lines stay copyable
     options = ExportOptions(
         model=model, output_dir=output_dir, teacher=teacher, overrides=parse_overrides(set_),
         teacher_overrides=parse_overrides(teacher_set), opset=opset, num_points=points, batch=batch, static=static,
