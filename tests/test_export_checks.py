@@ -1,0 +1,98 @@
+"""The export's graph checks on small hand-made graphs: each refuses what TensorRT would."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from foundry_edge.errors import FoundryError  # noqa: E402
+from foundry_edge.export.manifest import read_manifest, trtexec_shapes, write_manifest  # noqa: E402
+from foundry_edge.export.validate import check_ops, compare_outputs  # noqa: E402
+
+
+def graph_with(nodes, initializers=(), opset=18, inputs=None):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "g", inputs or [x], [y], list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def const(name, values, dtype=np.int64):
+    return numpy_helper.from_array(np.array(values, dtype=dtype), name)
+
+
+def test_topk_with_a_constant_k_passes():
+    model = graph_with([helper.make_node("TopK", ["x", "k"], ["y", "i"], name="knn")], [const("k", [3])])
+    result = check_ops(model)
+    assert result.passed and result.metrics["topk"] == 1
+
+
+def test_topk_with_a_computed_k_is_refused():
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Slice", ["s", "one", "two"], ["k"]),
+             helper.make_node("TopK", ["x", "k"], ["y", "i"], name="knn")]
+    result = check_ops(graph_with(nodes, [const("one", [1]), const("two", [2])]))
+    assert not result.passed and "computed K" in result.detail
+
+
+def test_topk_above_tensorrts_limit_is_refused():
+    model = graph_with([helper.make_node("TopK", ["x", "k"], ["y", "i"], name="big")], [const("k", [4096])])
+    assert "exceeds TensorRT's 3840" in check_ops(model).detail
+
+
+@pytest.mark.parametrize("op, inputs", [("OneHot", ["x", "depth", "values"]), ("ScatterND", ["x", "idx", "x"])])
+def test_forbidden_ops_are_named(op, inputs):
+    model = graph_with([helper.make_node(op, inputs, ["y"], name="bad")],
+                       [const("depth", [4]), const("values", [0.0, 1.0], np.float32), const("idx", [[0]])])
+    result = check_ops(model)
+    assert not result.passed and f"{op} 'bad'" in result.detail
+
+
+def test_opset_outside_18_to_20_and_custom_domains_are_refused():
+    model = graph_with([helper.make_node("Relu", ["x"], ["y"])], opset=23)
+    assert "opset 23" in check_ops(model).detail
+    custom = graph_with([helper.make_node("FurthestPointSampling", ["x"], ["y"], domain="mmcv")])
+    custom.opset_import.append(helper.make_opsetid("mmcv", 1))
+    assert "custom domain 'mmcv'" in check_ops(custom).detail
+
+
+def test_compare_outputs_fails_nan_and_counts_assignment_agreement():
+    ref = np.ones((2, 4), dtype=np.float32)
+    got = ref.copy()
+    got[0, 0] = np.nan
+    assert compare_outputs(ref, got) == {"nonfinite": 1}
+    assert compare_outputs(np.array([[0, 1, 2, 3]]), np.array([[0, 1, 2, 2]]))["agreement"] == 0.75
+    close = compare_outputs(ref, ref + 1e-3)
+    assert close["max_abs"] == pytest.approx(1e-3, rel=1e-3) and close["cosine"] > 0.9999
+
+
+def test_tensorrt_parser_check_names_what_it_refuses(tmp_path):
+    pytest.importorskip("tensorrt_rtx", reason="tensorrt_rtx is not installed (see scripts/test.sh)")
+    from foundry_edge.export.trt_check import check_with_tensorrt
+
+    model = graph_with([helper.make_node("ScatterND", ["x", "idx", "upd"], ["y"], reduction="mul", name="scatter")],
+                       [const("idx", [[0]]), const("upd", [[1.0] * 5], np.float32)])
+    path = tmp_path / "bad.onnx"
+    onnx.save(model, path)
+    result = check_with_tensorrt(path)
+    assert not result.passed and "scatter (ScatterND)" in result.detail()
+    ok = tmp_path / "ok.onnx"
+    onnx.save(graph_with([helper.make_node("Relu", ["x"], ["y"])]), ok)
+    assert check_with_tensorrt(ok).passed
+
+
+def test_manifest_round_trip_and_schema_refusal(tmp_path):
+    manifest = {"schema": "foundry-edge/manifest", "schema_version": 1, "model": {}, "onnx": {}, "grouping": "graph",
+                "preprocessing": {}, "inputs": [{"name": "points", "dtype": "float32", "shape": ["batch", "num_points", 3]}],
+                "outputs": [], "profiles": {"batch": [1, 1, 8], "num_points": [32, 256, 1024]}, "versions": {},
+                "checks": {"passed": True, "items": []}}
+    write_manifest(tmp_path / "model.onnx", manifest)
+    assert read_manifest(tmp_path / "model.onnx") == manifest
+    assert read_manifest(tmp_path / "other.onnx") is None
+    assert trtexec_shapes(manifest) == ("--minShapes=points:1x32x3 --optShapes=points:1x256x3 "
+                                        "--maxShapes=points:8x1024x3")
+    write_manifest(tmp_path / "old.onnx", {**manifest, "schema_version": 0})
+    with pytest.raises(FoundryError, match="schema version 0"):
+        read_manifest(tmp_path / "old.onnx")

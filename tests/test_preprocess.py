@@ -1,0 +1,85 @@
+"""foundry_edge.preprocess: the numpy host grouping equals the torch reference, ties included."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from foundry_edge import preprocess
+from foundry_edge.errors import FoundryError
+
+torch = pytest.importorskip("torch")
+
+
+def torch_reference(points: np.ndarray, num_groups: int, group_size: int):
+    from foundry_edge.models.grouping import group_points
+    from foundry_edge.models.model import normalize_cloud
+
+    with torch.no_grad():
+        neighbourhoods, centers = group_points(normalize_cloud(torch.from_numpy(points)), num_groups, group_size)
+    return neighbourhoods.numpy(), centers.numpy()
+
+
+def test_host_feed_matches_the_torch_grouping(clouds):
+    feed = preprocess.host_feed(clouds, 16, 8)
+    neighbourhoods, centers = torch_reference(clouds, 16, 8)
+    assert feed["neighbourhoods"].dtype == np.float32 and feed["neighbourhoods"].shape == (2, 16, 8, 3)
+    np.testing.assert_allclose(feed["centers"], centers, atol=1e-6)
+    np.testing.assert_allclose(feed["neighbourhoods"], neighbourhoods, atol=1e-6)
+
+
+def test_fps_and_knn_pick_the_same_indices_as_torch(clouds):
+    from foundry_edge.models.grouping import farthest_point_sample, knn_indices
+
+    pts = preprocess.normalize(clouds)
+    fps = preprocess.farthest_point_sample(pts, 16)
+    assert np.array_equal(fps, farthest_point_sample(torch.from_numpy(pts), 16).numpy())
+    centers = pts[np.arange(2)[:, None], fps]
+    assert np.array_equal(preprocess.knn_indices(centers, pts, 8),
+                          knn_indices(torch.from_numpy(centers), torch.from_numpy(pts), 8).numpy())
+
+
+def test_fps_starts_farthest_from_the_centroid_and_ties_go_to_the_lowest_index():
+    # A symmetric cross: four points tie for farthest from the centroid (0, 0, 0).
+    cross = np.array([[[1, 0, 0], [0, 1, 0], [-1, 0, 0], [0, -1, 0], [0, 0, 0.5], [0, 0, 0]]], dtype=np.float32)
+    chosen = preprocess.farthest_point_sample(cross, 3)
+    assert chosen[0, 0] == 0  # first of the tied farthest points
+    assert chosen[0, 1] == 2  # the one opposite, farthest from point 0
+    from foundry_edge.models.grouping import farthest_point_sample
+
+    assert np.array_equal(chosen, farthest_point_sample(torch.from_numpy(cross), 3).numpy())
+
+
+def test_knn_ties_go_to_the_lowest_index():
+    points = np.array([[[0, 0, 0], [1, 0, 0], [1, 0, 0], [-1, 0, 0], [3, 0, 0]]], dtype=np.float32)
+    query = np.zeros((1, 1, 3), dtype=np.float32)
+    assert preprocess.knn_indices(query, points, 4).tolist() == [[[0, 1, 2, 3]]]
+
+
+def test_feed_from_manifest_follows_the_preprocessing_section(clouds):
+    graph = preprocess.feed_from_manifest(clouds[0], {"in_graph": True, "group_size": 8})
+    assert list(graph) == ["points"] and graph["points"].shape == (1, 256, 3)
+    host = {"in_graph": False, "normalize": "none", "num_groups": 4, "group_size": 8, "method": "exact"}
+    raw = preprocess.feed_from_manifest(clouds * 10, host)
+    assert np.abs(raw["centers"]).max() > 2  # not normalised: the model was trained without it
+    normalised = preprocess.feed_from_manifest(clouds * 10, {**host, "normalize": "centre-unit-sphere"})
+    assert np.abs(normalised["centers"]).max() <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("points, message", [
+    (np.full((1, 64, 3), np.nan, dtype=np.float32), "finite"),
+    (np.zeros((1, 4, 3), dtype=np.float32), "at least 8 points"),
+    (np.zeros((1, 64, 2), dtype=np.float32), r"\(N, 3\)"),
+    (np.zeros((2, 2, 64, 3), dtype=np.float32), r"\(B, N, 3\)"),
+])
+def test_bad_clouds_are_refused_in_one_line(points, message):
+    with pytest.raises(FoundryError, match=message):
+        preprocess.host_feed(points, 4, 8)
+
+
+def test_preprocess_does_not_import_torch():
+    code = "import sys, foundry_edge.preprocess; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
