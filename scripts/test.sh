@@ -1,15 +1,7 @@
 #!/usr/bin/env bash
-# Set up a virtual environment with the CPU extras and run the test suite.
-# torch==2.13.0 is the CPU build on this project's machines; elsewhere install the torch you need first.
+# Set up .venv (scripts/setup.sh) and run the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-[ -d .venv ] || "$PY" -m venv .venv
+bash scripts/setup.sh
 . .venv/bin/activate
-python -m pip install -q --upgrade pip
-python -m pip install -q "torch==2.13.0" -e ".[torch,cpu,data,report,dev]"
-# TensorRT-RTX: the TensorRT ONNX parser and builder without a GPU, for graph checks only (--no-deps:
-# its meta-packages otherwise try to fetch from NVIDIA's index). Optional: tests skip without it.
-python -m pip install -q --no-deps tensorrt-rtx-cu13-libs tensorrt-rtx-cu13-bindings tensorrt-rtx-cu13 tensorrt-rtx \
-  || echo "note: tensorrt-rtx not installed; TensorRT parser checks will be skipped"
 python -m pytest -q "$@"
