@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,9 @@ import pytest
 from conftest import tiny_overrides
 from foundry_edge.cli import main
 from foundry_edge.errors import FoundryError
-from foundry_edge.profiling import SCHEMA, SCHEMA_VERSION, ProfileConfig, Subject, run_profile, write_reports
+from foundry_edge.profiling import (
+    SCHEMA, SCHEMA_VERSION, ProfileConfig, Subject, run_profile, to_markdown, write_reports,
+)
 from foundry_edge.profiling.operators import profile_operators
 from foundry_edge.profiling.runner import run_worker
 from foundry_edge.profiling.subjects import describe
@@ -107,33 +110,28 @@ def test_operator_profile_sums_time_by_op_type(tmp_path):
     assert all(op["nodes"] == 1 and op["ms_per_run"] >= 0 for op in ops)
 
 
-def test_missing_runtime_bad_model_and_bad_points_are_recorded(tmp_path):
-    """Nothing here can run (no CUDA provider, a missing file, a fixed 256-point ONNX at 512): every
-    problem is a row with an `error`, and the reports are still complete and self-contained."""
+def test_missing_runtime_bad_model_bad_points_and_other_inputs_are_recorded(tmp_path):
+    """Nothing here can run (no CUDA provider, a missing file, a fixed 256-point ONNX at 512, a student
+    that does not normalise): every problem is a row with an `error` or a note, and the reports are
+    still complete and self-contained."""
     fixed = tiny_onnx(tmp_path / "fixed.onnx", 256)
-    config = ProfileConfig(students=[Subject(str(tmp_path / "missing.onnx"), "student"), Subject(fixed, "student")],
-                           teacher=tiny("pointjepa-vits", "teacher"), runtimes=["ort-cuda"], points=[256, 512],
-                           out_dir=tmp_path / "out", **FAST)
+    students = [Subject(str(tmp_path / "missing.onnx"), "student"), Subject(fixed, "student"),
+                tiny("foundry-s16", "student", normalize_input=False)]
+    config = ProfileConfig(students=students, teacher=tiny("pointjepa-vits", "teacher"), runtimes=["ort-cuda"],
+                           points=[256, 512], out_dir=tmp_path / "out", **FAST)
     report = run_profile(config)
     assert report["schema"] == SCHEMA and report["schema_version"] == SCHEMA_VERSION
-    assert len(report["measurements"]) == 3 * 2
+    assert len(report["measurements"]) == 4 * 2
     assert all(m["status"] == "error" and m["error"] for m in report["measurements"])
     errors = {(m["model"], m["points"]): m["error"] for m in report["measurements"]}
     assert "does not exist" in errors["missing", 256] and "exactly 256 points" in errors["fixed", 512]
     assert "foundry-edge[gpu]" in errors["pointjepa-vits", 256]
+    assert any("different inputs" in note and "foundry-s16" in note for note in report["notes"])
     assert report["machine"]["matmul_peak"]["gflops"] > 0 and report["machine"]["cpu"]
     paths = write_reports(report, tmp_path / "out")
     assert json.loads(paths["json"].read_text())["measurements"][0]["error"]
     assert "exactly 256 points" in paths["markdown"].read_text()
     assert_self_contained(paths["html"].read_text())
-
-
-def test_students_with_other_inputs_than_the_teacher_get_a_note(tmp_path):
-    config = ProfileConfig(students=[tiny("foundry-s16", "student", normalize_input=False)],
-                           teacher=tiny("pointjepa-vits", "teacher"), runtimes=["ort-cuda"], points=[256],
-                           out_dir=tmp_path, **FAST)
-    notes = run_profile(config)["notes"]
-    assert any("different inputs" in note and "foundry-s16" in note for note in notes)
 
 
 def test_cli_reports_failures_and_exits_non_zero(tmp_path, capsys):
@@ -144,3 +142,48 @@ def test_cli_reports_failures_and_exits_non_zero(tmp_path, capsys):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert "neither a preset" in report["measurements"][0]["error"]
     assert main(["profile", "--student", "foundry-s16", "--iterations", "2", "--duration", "1"]) == 2
+
+
+MEASUREMENT_KEYS = {"model", "spec", "role", "runtime", "points", "batch", "status", "error", "latency_ms", "samples_ms",
+                    "iterations", "throughput_cps", "memory", "flops", "params", "achieved_gflops", "percent_of_peak",
+                    "provider", "load_s", "wall_s", "artifact"}
+MEMORY_KEYS = {"rss_start_bytes", "rss_loaded_bytes", "peak_rss_bytes", "device_used_bytes", "runtime", "model_bytes"}
+
+
+def test_tiny_student_against_teacher(tmp_path):
+    """The main path at tiny size on torch: every field present, a comparison per batch, and HTML with
+    its four plots inline."""
+    config = ProfileConfig(students=[tiny("foundry-edge16", "student")], teacher=tiny("pointjepa-vits", "teacher"),
+                           points=[256], batches=[1, 2], out_dir=tmp_path, **FAST)
+    report = run_profile(config)
+    assert [m["status"] for m in report["measurements"]] == ["ok"] * 4, report["measurements"]
+    for m in report["measurements"]:
+        assert MEASUREMENT_KEYS <= set(m) and MEMORY_KEYS <= set(m["memory"]) and set(m["latency_ms"]) == LATENCY_KEYS
+        assert len(m["samples_ms"]) == m["iterations"] == 3 and m["memory"]["peak_rss_bytes"] > 0
+        assert m["flops"] > 0 and m["achieved_gflops"] > 0 and m["percent_of_peak"] > 0
+    assert [c["batch"] for c in report["comparisons"]] == [1, 2]
+    teacher, student = (next(m for m in report["measurements"] if m["role"] == role and m["batch"] == 2)
+                        for role in ("teacher", "student"))
+    c = report["comparisons"][1]
+    assert c["speedup"] == pytest.approx(teacher["latency_ms"]["median"] / student["latency_ms"]["median"])
+    assert c["flops_ratio"] == pytest.approx(teacher["flops"] / student["flops"]) and c["peak_rss_ratio"] > 0
+    paths = write_reports(report, tmp_path)
+    assert json.loads(paths["json"].read_text()) == json.loads(json.dumps(report))
+    assert "| foundry-edge16 | torch | 256 | 2 |" in paths["markdown"].read_text()
+    html = paths["html"].read_text()
+    assert html.count('src="data:image/png;base64,') == 4
+    assert_self_contained(html)
+
+
+def test_ort_cpu_exports_once_per_point_count_and_profiles_operators(tmp_path):
+    pytest.importorskip("onnxruntime")
+    config = ProfileConfig(students=[tiny("foundry-edge16", "student")], runtimes=["ort-cpu"], points=[256],
+                           batches=[1, 2], operators=True, out_dir=tmp_path, **FAST)
+    report = run_profile(config)
+    assert [m["status"] for m in report["measurements"]] == ["ok"] * 2, report["measurements"]
+    assert {m["provider"] for m in report["measurements"]} == {"CPUExecutionProvider"}
+    assert len(list((tmp_path / "cache").glob("*/model.onnx"))) == 1
+    assert all(m["memory"]["model_bytes"] == Path(m["artifact"]).stat().st_size for m in report["measurements"])
+    assert [row["batch"] for row in report["operators"]] == [1, 2]
+    assert all(row["status"] == "ok" and row["operators"] for row in report["operators"])
+    assert "Where the time goes" in to_markdown(report)

@@ -61,7 +61,7 @@ def _speedup_plot(comparisons):
         bars = ax.bar(xs, [found[p]["speedup"] for p in groups if p in found], width, label=" ".join(map(str, key)))
         ratios = [found[p]["flops_ratio"] for p in groups if p in found]
         if all(ratios):
-            ax.scatter(xs, ratios, marker="_", s=300, color=bars.patches[0].get_facecolor(), edgecolors="k")
+            ax.scatter(xs, ratios, marker="_", s=300, color="black")
     ax.set_xticks(range(len(groups)), [str(g) for g in groups])
     ax.set(xlabel="points per cloud", ylabel="speed-up over the teacher (x)",
            title="Speed-up (bars) and FLOPs ratio (dashes)")
