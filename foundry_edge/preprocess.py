@@ -83,10 +83,9 @@ def host_feed(points, num_groups: int, group_size: int, normalize_input: bool = 
     if normalize_input:
         arr = normalize(arr)
     if method == "scalable":
-        from foundry_edge.scene_grouping import group_scene
+        from foundry_edge.scene_grouping import group_clouds
 
-        groups = [group_scene(cloud, num_groups, group_size, fps_candidates) for cloud in arr]
-        neighbourhoods, centers = (np.stack(parts).astype(np.float32) for parts in zip(*groups))
+        neighbourhoods, centers = group_clouds(arr, num_groups, group_size, fps_candidates)
     else:
         neighbourhoods, centers = group(arr, num_groups, group_size)
     return {"neighbourhoods": neighbourhoods, "centers": centers}

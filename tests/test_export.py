@@ -35,7 +35,7 @@ CASES = {
     "foundry-s16": dict(overrides=small("foundry-s16"), teacher="pointjepa-vits",
                         teacher_overrides=small("pointjepa-vits"), grouping="host", static=True),
     "pointmae-vits": dict(overrides=small("pointmae-vits"), opset=19, dynamic_points=False, outputs=("tokens",)),
-    "pointbert-vits": dict(overrides=small("pointbert-vits"), opset=20, grouping="host", max_batch=4),
+    "pointbert-vits": dict(overrides=small("pointbert-vits", grouping="scalable"), opset=20, grouping="host", max_batch=4),
     "foundry-t16": dict(overrides=small("foundry-t16", num_part_classes=3), simplify=False, num_points=160),
     "foundry-s16-kmeans": dict(overrides=small("foundry-s16-kmeans"), static=True, batch=1,
                                outputs=("tokens", "assignment")),
