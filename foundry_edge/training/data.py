@@ -29,7 +29,7 @@ def open_training_data(spec: str, split: str, num_points: int, num_samples: int 
                                "drop --samples or use --data synthetic")
         from foundry_edge.data import open_dataset
 
-        dataset = open_dataset(spec, split, num_points)
+        dataset = open_dataset(spec, split, num_points, seed=seed)
     if len(dataset) == 0:
         raise FoundryError(f"the {split!r} split of {spec!r} holds no point clouds; expected at least one batch: "
                            "check the folder and its split files")

@@ -208,6 +208,7 @@ def _run(job: Job, cfg: TrainConfig, ctx: DistContext) -> TrainResult:
                 if ctx.main:
                     save_training_checkpoint(job, model, optimizer, scheduler, step, records)
                 last_good = (checkpoint, step)
+    _share_rank0_buffers(model, ctx)
     model.eval()
     return TrainResult(model, records, checkpoint, time.perf_counter() - started, ctx.rank, ctx.world_size)
 
@@ -242,6 +243,19 @@ def _batches(dataset, cfg: TrainConfig, ctx: DistContext, start_step: int):
             step += 1
             if step >= cfg.steps:
                 return
+
+
+def _share_rank0_buffers(model, ctx: DistContext) -> None:
+    """Give every rank rank 0's buffers (BatchNorm statistics), as saved in the checkpoint.
+
+    DDP syncs gradients, so parameters agree, and broadcasts buffers before each forward; the last
+    forward still leaves each rank with running statistics of its own batch.
+    """
+    if ctx.world_size > 1:
+        import torch.distributed as dist
+
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def _mean_over_ranks(loss, ctx: DistContext) -> float:
