@@ -51,6 +51,7 @@ class ProfileConfig:
     memory_limit_bytes: int | None = None
     out_dir: Path = Path("profile")
     operators: bool = False  # add an ONNX Runtime profile by operator type (ort-cpu measurements)
+    operator_runs: int = 5  # profiled runs per operator profile (after one untimed warm-up run)
     matmul_size: int = 2048  # the peak's (size x size) @ (size x size) fp32 product, timed for matmul_s
     matmul_s: float = 1.0
 
@@ -276,6 +277,6 @@ def operator_profiles(config: ProfileConfig, models: dict, progress: Progress) -
                     rows.append({**row, "status": "error", "error": str(exc)})
                     continue
                 spec = {"kind": "operators", "model": {"path": path}, "points": points, "batch": batch,
-                        "threads": config.threads, "iterations": 10, "memory_limit_bytes": config.memory_limit_bytes}
+                        "threads": config.threads, "iterations": config.operator_runs, "memory_limit_bytes": config.memory_limit_bytes}
                 rows.append({**row, **run_worker(spec, config.timeout_s, config.threads)})
     return rows

@@ -127,7 +127,7 @@ def run_operators(spec: dict) -> dict:
 
     clouds = make_clouds(spec["batch"], spec["points"], spec.get("seed", 0))
     return {"operators": profile_operators(spec["model"]["path"], clouds, spec["threads"],
-                                           spec.get("iterations") or 10)}
+                                           spec["iterations"])}
 
 
 def run_export(spec: dict) -> dict:

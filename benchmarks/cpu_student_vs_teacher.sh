@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The README's "Performance" figures on the machine this runs on: the teacher against foundry-s16 and
+# foundry-edge16 on ONNX Runtime CPU and PyTorch eager, 1024/4096/16384 points, batch 1 and 8, with an
+# ONNX Runtime profile by operator, then the targets checked (benchmarks/check_targets.py).
+#   bash benchmarks/cpu_student_vs_teacher.sh                 # ~1 h on 2 cores
+#   THREADS=4 POINTS=1024 DURATION=1 OUT=/tmp/prof bash benchmarks/cpu_student_vs_teacher.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+THREADS=${THREADS:-2}
+POINTS=${POINTS:-1024,4096,16384}
+BATCH=${BATCH:-1,8}
+DURATION=${DURATION:-3}
+OUT=${OUT:-runs/cpu_student_vs_teacher}
+foundry-edge profile --teacher pointjepa-vits --student foundry-s16 --student foundry-edge16 \
+  --runtime ort-cpu,torch --points "$POINTS" --batch "$BATCH" --threads "$THREADS" \
+  --warmup 1 --duration "$DURATION" --timeout 900 --operators -o "$OUT" || echo "some measurements failed: see $OUT/report.md"
+python benchmarks/check_targets.py "$OUT/report.json" --out benchmarks/results
