@@ -1,6 +1,6 @@
 """Check the issue's CPU targets against a profile report, and write the README's table and figure.
 
-    python benchmarks/check_targets.py runs/cpu_student_vs_teacher/report.json --out benchmarks/results
+    python benchmarks/check_targets.py runs/cpu_student_vs_teacher/n*/report.json --out benchmarks/results
 
 Targets (ONNX Runtime CPU, same run): foundry-s16 vs the teacher at 1024/4096/16384 points reaches
 >= 90% of the FLOPs ratio as speed-up; foundry-edge16 is >= 5x faster than the teacher at 1024 points;
@@ -101,15 +101,23 @@ def markdown(report: dict, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge(reports: list[dict]) -> dict:
+    """Several runs (e.g. one per point count) as one report: rows concatenated, machine of the first."""
+    merged = dict(reports[0])
+    for key in ("measurements", "comparisons", "operators", "notes"):
+        merged[key] = [row for report in reports for row in report[key]]
+    return merged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("report", type=Path)
+    parser.add_argument("reports", type=Path, nargs="+", help="report.json files (one per point count is fine)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     from foundry_edge.fileio import write_bytes_atomic, write_text_atomic
     from foundry_edge.profiling.html import plots
 
-    report = json.loads(args.report.read_text(encoding="utf-8"))
+    report = merge([json.loads(path.read_text(encoding="utf-8")) for path in args.reports])
     rows = checks(report)
     text = markdown(report, rows)
     write_text_atomic(args.out / "cpu_targets.md", text)

@@ -57,6 +57,7 @@ def profile(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from foundry_edge.profiling import ProfileConfig, Subject, run_profile, total_steps, write_reports
+    from foundry_edge.profiling.machine import versions
 
     config = ProfileConfig(
         students=[Subject(spec, "student") for spec in student],
@@ -66,8 +67,10 @@ def profile(
         **({"threads": threads} if threads is not None else {}), timeout_s=timeout,
         memory_limit_bytes=_bytes(memory_limit), out_dir=out, operators=operators)
     console = Console(stderr=True)
+    libraries = {name: v for name, v in versions().items() if name in ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt")}
     console.print(f"profile: {', '.join(s.spec for s in config.subjects)} on {', '.join(config.runtimes)}, "
-                  f"points {config.points}, batch {config.batches}, {config.threads} threads", markup=False)
+                  f"points {config.points}, batch {config.batches}, {config.threads} threads "
+                  f"({', '.join(f'{k} {v}' for k, v in libraries.items())})", markup=False)
     start = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:

@@ -8,7 +8,7 @@ import html
 import io
 from collections import defaultdict
 
-from foundry_edge.profiling.report import _f, _mib
+from foundry_edge.profiling.report import _f, _mib, device_bytes
 
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:.6em 0;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}
@@ -122,7 +122,7 @@ def to_html(report: dict) -> str:
         [[r["model"], r["runtime"], r["points"], r["batch"]] +
          [f"{r['latency_ms'][k]:.2f}" for k in ("median", "mean", "p90", "p95", "p99", "std", "min")] +
          [f"{r['throughput_cps']:.1f}", _mib(r["memory"].get("peak_rss_bytes")),
-          _mib(r["memory"].get("device_used_bytes")), _mib(r["memory"].get("model_bytes")),
+          _mib(device_bytes(r["memory"])), _mib(r["memory"].get("model_bytes")),
           _f(r["achieved_gflops"], ".1f"), _f(r["percent_of_peak"], ".0f")] for r in measured], 2))
     if report["comparisons"]:
         parts.append("<h2>Student vs teacher</h2>" + _table(

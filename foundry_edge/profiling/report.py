@@ -87,10 +87,15 @@ def comparisons(config, measurements: list[dict], models: dict) -> list[dict]:
             "batch": m["batch"], "speedup": speedup, "flops_ratio": flops_ratio,
             "speedup_over_flops": speedup / flops_ratio if flops_ratio else None,
             "peak_rss_ratio": _ratio(m["memory"].get("peak_rss_bytes"), t["memory"].get("peak_rss_bytes")),
-            "device_memory_ratio": _ratio(m["memory"].get("device_used_bytes"), t["memory"].get("device_used_bytes")),
+            "device_memory_ratio": _ratio(device_bytes(m["memory"]), device_bytes(t["memory"])),
             "model_bytes_ratio": _ratio(m["memory"].get("model_bytes"), t["memory"].get("model_bytes")),
         })
     return rows
+
+
+def device_bytes(memory: dict):
+    """Device memory of a measurement: the cudaMemGetInfo delta, else what the runtime says it holds."""
+    return memory.get("device_used_bytes") or memory.get("runtime_device_bytes")
 
 
 def _ratio(a, b):
@@ -136,7 +141,7 @@ def to_markdown(report: dict) -> str:
         lines.append(f"| {r['model']} | {r['runtime']} | {r['points']} | {r['batch']} | {lat['median']:.2f} | "
                      f"{lat['mean']:.2f} | {lat['p90']:.2f} | {lat['p95']:.2f} | {lat['p99']:.2f} | {lat['std']:.2f} | "
                      f"{lat['min']:.2f} | {r['throughput_cps']:.1f} | {_mib(mem.get('peak_rss_bytes'))} | "
-                     f"{_mib(mem.get('device_used_bytes'))} | {_mib(mem.get('model_bytes'))} | "
+                     f"{_mib(device_bytes(mem))} | {_mib(mem.get('model_bytes'))} | "
                      f"{_f(r['flops'] and r['flops'] / 1e9, '.3f')} | {_f(r['achieved_gflops'], '.1f')} | "
                      f"{_f(r['percent_of_peak'], '.0f')} |")
     if report["comparisons"]:

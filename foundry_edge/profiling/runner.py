@@ -277,6 +277,7 @@ def operator_profiles(config: ProfileConfig, models: dict, progress: Progress) -
                     rows.append({**row, "status": "error", "error": str(exc)})
                     continue
                 spec = {"kind": "operators", "model": {"path": path}, "points": points, "batch": batch,
-                        "threads": config.threads, "iterations": config.operator_runs, "memory_limit_bytes": config.memory_limit_bytes}
+                        "threads": config.threads, "iterations": config.operator_runs,
+                        "memory_limit_bytes": config.memory_limit_bytes}
                 rows.append({**row, **run_worker(spec, config.timeout_s, config.threads)})
     return rows

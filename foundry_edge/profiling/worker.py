@@ -112,7 +112,9 @@ def run_latency(spec: dict) -> dict:
         "throughput_cps": spec["batch"] * 1e3 / latency["mean"], "load_s": load_s, "provider": provider,
         "outputs": {name: list(value.shape) for name, value in outputs.items()},
         "memory": {"rss_start_bytes": rss_start, "rss_loaded_bytes": rss_loaded, "peak_rss_bytes": peak_rss_bytes(),
-                   "device_used_bytes": max(used) if used else None, "runtime": runtime_memory},
+                   "device_used_bytes": max(used) if used else None,  # cudaMemGetInfo: free before - after
+                   "runtime_device_bytes": runtime_memory.get("device_bytes"),  # e.g. the engine's device memory
+                   "runtime": runtime_memory},
     }
 
 
