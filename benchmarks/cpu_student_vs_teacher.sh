@@ -4,6 +4,7 @@
 # operator, one profile run per point count (each a complete report), then the targets checked.
 #   bash benchmarks/cpu_student_vs_teacher.sh                 # about an hour on 2 cores
 #   THREADS=4 POINTS="1024" DURATION=1 OUT=/tmp/prof bash benchmarks/cpu_student_vs_teacher.sh
+# Needs `foundry-edge` on PATH with the [torch,cpu,report] extras (e.g. `. .venv/bin/activate`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-2}
@@ -15,6 +16,6 @@ for N in $POINTS; do
   foundry-edge profile --teacher pointjepa-vits --student foundry-s16 --student foundry-edge16 \
     --runtime ort-cpu,torch --points "$N" --batch "$BATCH" --threads "$THREADS" \
     --warmup 1 --duration "$DURATION" --timeout 900 --operators -o "$OUT/n$N" \
-    || echo "some measurements at $N points failed: see $OUT/n$N/report.md"
+    || { rc=$?; [ "$rc" -eq 1 ] || exit "$rc"; echo "some measurements at $N points failed: see $OUT/n$N/report.md"; }
 done
 python benchmarks/check_targets.py "$OUT"/n*/report.json --out benchmarks/results
