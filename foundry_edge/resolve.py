@@ -7,8 +7,9 @@ from pathlib import Path
 from foundry_edge.errors import FoundryError
 
 BUNDLED = {
-    "default": "foundry-edge16-synthetic.pt",
-    "default-teacher": "pointjepa-vits-synthetic.pt",
+    # Synthetic-shape demo weights made by recipes/bundled_default.py (see weights/bundled.json).
+    "default": "foundry-edge-synthetic.pt",
+    "default-teacher": "pointjepa-small-synthetic.pt",
 }
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 

@@ -34,6 +34,15 @@ def quick(**changes) -> TrainConfig:
                                  device="cpu", progress=False), **changes})
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on the shared 2-core machine two threads made each step several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def teacher_path(tmp_path_factory):
     torch.manual_seed(0)

@@ -141,11 +141,11 @@ def make_optimizer(model, cfg: TrainConfig):
     return optimizer, SequentialLR(optimizer, [warmup, cosine], milestones=[cfg.warmup_steps])
 
 
-def augment_scale(points, generator=None):
+def augment_scale(points):
     """(B, N, 3) -> (B, N, 3) each cloud scaled per axis by U(0.8, 1.25) (Point-MAE's augmentation)."""
     import torch
 
-    scale = torch.empty(points.shape[0], 1, 3, device=points.device).uniform_(0.8, 1.25, generator=generator)
+    scale = torch.empty(points.shape[0], 1, 3, device=points.device).uniform_(0.8, 1.25)
     return points * scale
 
 
@@ -164,7 +164,6 @@ def fit(job: Job) -> TrainResult:
 
 
 def _run(job: Job, cfg: TrainConfig, ctx: DistContext) -> TrainResult:
-    import torch
     from torch.nn.parallel import DistributedDataParallel
 
     model = job.model.to(ctx.device)
