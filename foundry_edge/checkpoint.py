@@ -19,6 +19,7 @@ import pickle
 import re
 import types
 import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,8 +105,20 @@ PLAIN_CONTAINERS = {
 }
 
 
+class ForeignObjectsError(FoundryError):
+    """A weights-only load refused a checkpoint because it pickles foreign classes (`.names`)."""
+
+    def __init__(self, message: str, names: list[str]):
+        super().__init__(message)
+        self.names = names
+
+
 def torch_load_safe(path: str | os.PathLike) -> object:
-    """torch.load with weights_only=True; every failure becomes one FoundryError line."""
+    """torch.load with weights_only=True; every failure becomes one FoundryError line.
+
+    A file refused because it pickles foreign classes raises ForeignObjectsError, which
+    `load_stubbing_foreign` can read the weights of.
+    """
     import torch
 
     path = Path(path)
@@ -121,13 +134,73 @@ def torch_load_safe(path: str | os.PathLike) -> object:
         with _plain_containers(torch):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise FoundryError(f"refusing to load {str(path)!r}: it holds {_refused_objects(path, exc)}, which a "
-                           "weights-only load does not allow because unpickling them could run code; if you "
-                           "trust the file, re-save only its tensors (e.g. torch.save({'state_dict': "
-                           "ckpt['state_dict']}, 'weights.pt')) and load that") from None
+        names = foreign_globals(path)
+        message = (f"refusing to load {str(path)!r}: it holds {_refused_objects(names, exc)}, which a weights-only "
+                   "load does not allow because unpickling them could run code; if you trust the file, re-save only "
+                   "its tensors (e.g. torch.save({'state_dict': ckpt['state_dict']}, 'weights.pt')) and load that")
+        raise (ForeignObjectsError(message, names) if names else FoundryError(message)) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError) as exc:
         msg = _first_line(str(exc)) or type(exc).__name__
         raise FoundryError(f"cannot read checkpoint {str(path)!r}: it is truncated or not a PyTorch file ({msg})") from None
+
+
+def load_stubbing_foreign(path: str | os.PathLike, containers: tuple[str, ...] = ("state_dict",)) -> tuple[dict, list[str]]:
+    """(zip checkpoint that pickles foreign classes) -> (plain payload, stubbed "module.name"s).
+
+    The fallback for ForeignObjectsError: torch's zip reader with `foundry_edge.restricted_pickle`,
+    which answers every global off torch's weights-only allow list with an inert stub (never
+    importing or running it). Only the weights survive: the first of `containers` present (or the
+    whole file) must be a dict of plain tensors, else the file is refused; beside it only the plain
+    values (bool, int, float, str) of `hyper_parameters` are kept. Every stub is discarded.
+    """
+    import torch
+
+    from foundry_edge.restricted_pickle import stubbing_module
+
+    if _is_torchscript(path):  # torch.load would hand it to torch.jit.load
+        raise FoundryError(f"refusing to load {str(path)!r}: it is a TorchScript archive, not a checkpoint")
+    module = stubbing_module(PLAIN_CONTAINERS)
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=False, pickle_module=module)
+    except (pickle.UnpicklingError, RuntimeError, TypeError, AttributeError, ValueError, KeyError, IndexError,
+            EOFError) as exc:
+        raise FoundryError(f"refusing to load {str(path)!r}: reading it with its foreign objects stubbed failed "
+                           f"({_first_line(str(exc)) or type(exc).__name__}); re-save only its tensors") from None
+    return _plain_payload(loaded, containers, str(path)), sorted(module.stubs)
+
+
+def _plain_payload(loaded: object, containers: tuple[str, ...], name: str) -> dict:
+    """The weights (plain tensors) and plain hyper-parameter values of a stubbed load; nothing else."""
+    if type(loaded) not in (dict, OrderedDict):
+        raise FoundryError(f"refusing to load {name!r}: it holds {_describe(loaded)}, not a dict with weights")
+    key = next((k for k in containers if k in loaded), None)
+    if key is None:
+        return _plain_tensors(loaded, "it", name)
+    hparams = loaded.get("hyper_parameters")
+    plain = {k: v for k, v in hparams.items() if type(v) in (bool, int, float, str)} if type(hparams) is dict else {}
+    return {key: _plain_tensors(loaded[key], f"its {key!r}", name), "hyper_parameters": plain}
+
+
+def _plain_tensors(weights: object, label: str, name: str) -> dict:
+    """{str: torch.Tensor} detached from whatever the pickle attached, or a FoundryError naming the intruder."""
+    import torch
+
+    if type(weights) not in (dict, OrderedDict):
+        raise FoundryError(f"refusing to load {name!r}: {label} is {_describe(weights)}, not a dict of tensors; "
+                           "weights must be plain tensors")
+    for key, value in weights.items():
+        if type(key) is not str or type(value) not in (torch.Tensor, torch.nn.Parameter):
+            raise FoundryError(f"refusing to load {name!r}: {label} holds {_describe(value)} at {key!r}, not a plain "
+                               "tensor; foreign objects are stubbed only outside the weights")
+    return {key: value.detach() for key, value in weights.items()}
+
+
+def _describe(obj: object) -> str:
+    from foundry_edge.restricted_pickle import Stub
+
+    if isinstance(obj, Stub) or (isinstance(obj, type) and issubclass(obj, Stub)):
+        return f"a stubbed {obj.foreign_name} object"
+    return f"a {type(obj).__name__}"
 
 
 def _plain_containers(torch):
@@ -144,19 +217,29 @@ def _is_torch_file(path: Path) -> bool:
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
+def _is_torchscript(path: str | os.PathLike) -> bool:
+    """torch.load's own test: a zip with constants.pkl is a TorchScript archive."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.endswith("constants.pkl") for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
-def _refused_objects(path: Path, exc: Exception) -> str:
-    """Name what a weights-only load refused: the foreign globals, read without unpickling."""
-    import torch
+def foreign_globals(path: str | os.PathLike) -> list[str]:
+    """The globals of a zip checkpoint that are neither torch-allowed nor PLAIN_CONTAINERS, read without unpickling."""
+    from foundry_edge.restricted_pickle import checkpoint_globals, weights_only_globals
 
-    try:  # PyTorch 2.5+
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except (AttributeError, RuntimeError, ValueError, OSError):  # not a zip checkpoint: torch's message
-        names = []
-    names = [n for n in names if n not in PLAIN_CONTAINERS]
+    allowed = weights_only_globals()
+    return [n for n in checkpoint_globals(path) if n not in allowed and n not in PLAIN_CONTAINERS]
+
+
+def _refused_objects(names: list[str], exc: Exception) -> str:
+    """Name what a weights-only load refused: the foreign globals, else torch's reason."""
     if names:
         return f"objects of {_preview(names)}"
     found = re.search(r"(Unsupported global: GLOBAL \S+|unsupported GLOBAL \S+|Unsupported operand \d+|"

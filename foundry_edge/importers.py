@@ -17,10 +17,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from foundry_edge.checkpoint import is_native, load_weights, model_from_native, torch_load_safe
+from foundry_edge.checkpoint import (ForeignObjectsError, is_native, load_stubbing_foreign, load_weights,
+                                     model_from_native, torch_load_safe)
 from foundry_edge.errors import FoundryError
 
 SOURCES = ("student", "ema")
+WEIGHT_CONTAINERS = ("state_dict", "base_model", "model")  # where upstream checkpoints keep their weights
 
 _ENCODER = {"encoder.": "tokenizer.encoder.", "pos_embed.": "pos_embed.", "blocks.blocks.": "encoder.blocks.",
             "norm.": "encoder.norm."}
@@ -69,9 +71,20 @@ def import_checkpoint(path: str | os.PathLike, *, source: str = "student", prese
     architecture (the load then checks the weights against it); without it the architecture is read
     from the weights (see `infer_config`). `overrides` set ModelConfig fields the weights cannot tell
     (num_heads, num_groups, group_size, num_points).
+
+    A checkpoint that pickles foreign objects beside its weights (Point-JEPA's Lightning
+    hyper_parameters hold data-module objects) is read with those objects stubbed, never imported or
+    run (`checkpoint.load_stubbing_foreign`); the report's notes name them.
     """
-    payload = torch_load_safe(path)
-    return import_payload(payload, source=source, preset=preset, overrides=overrides, name=str(path))
+    try:
+        payload, stubbed = torch_load_safe(path), []
+    except ForeignObjectsError:
+        payload, stubbed = load_stubbing_foreign(path, WEIGHT_CONTAINERS)
+    model, report, layout = import_payload(payload, source=source, preset=preset, overrides=overrides, name=str(path))
+    if stubbed:
+        report.notes.append(f"the file pickles foreign objects ({', '.join(stubbed)}): they were stubbed, never "
+                            "imported or run, and discarded; only the weights and plain hyper_parameters were read")
+    return model, report, layout
 
 
 def import_payload(payload: object, *, source: str = "student", preset: str | None = None,
@@ -122,7 +135,7 @@ def _notes(layout: str, ignored: list[str], guessed_heads: int | None) -> list[s
 def foreign_state(payload: object) -> dict:
     """The weights inside an upstream checkpoint, without a DataParallel `module.` prefix."""
     state = payload
-    for key in ("state_dict", "base_model", "model"):
+    for key in WEIGHT_CONTAINERS:
         if isinstance(payload, dict) and isinstance(payload.get(key), dict):
             state = payload[key]
             break

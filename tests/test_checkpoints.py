@@ -7,9 +7,13 @@ of foundry_edge.importers' tables, so a wrong table fails these tests.
 from __future__ import annotations
 
 import argparse
+import builtins
+import importlib
+import io
 import os
 import pickle
 import re
+import subprocess
 import sys
 import types
 from collections import OrderedDict
@@ -17,11 +21,13 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from foundry_edge.checkpoint import FORMAT_VERSION, save_checkpoint, torch_load_safe
+from foundry_edge.checkpoint import (FORMAT_VERSION, PLAIN_CONTAINERS, ForeignObjectsError, load_stubbing_foreign,
+                                     save_checkpoint, torch_load_safe)
 from foundry_edge.cli import main
 from foundry_edge.errors import FoundryError
 from foundry_edge.importers import detect_layout, import_checkpoint
 from foundry_edge.models.registry import create_model
+from foundry_edge.restricted_pickle import stubbing_module
 
 from tests.conftest import tiny_overrides
 
@@ -216,25 +222,113 @@ def one_line_error(path, **kwargs) -> str:
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
-@pytest.mark.parametrize("save", ["torch", "pickle"])
-def test_pickle_that_runs_code_is_refused(tmp_path, save):
+def test_raw_pickle_that_runs_code_is_refused(tmp_path):
+    """A raw pickle is no torch zip checkpoint: no stubbing fallback, a weights-only refusal."""
     marker, path = tmp_path / "pwned", tmp_path / "evil.pt"
-    if save == "torch":
-        torch.save({"state_dict": {"w": torch.ones(1)}, "x": RunsCode(marker)}, path)
-    else:
-        path.write_bytes(pickle.dumps({"x": RunsCode(marker)}))
+    path.write_bytes(pickle.dumps({"x": RunsCode(marker)}))
     message = one_line_error(path)
     assert not marker.exists()
     assert message.startswith("refusing to load") and ("posix.system" in message or "Unsupported" in message)
 
 
-def test_foreign_class_is_refused_naming_it(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "upstream_datasets", types.ModuleType("upstream_datasets"))
-    module_class = type("DataModule", (), {"__module__": "upstream_datasets"})
-    sys.modules["upstream_datasets"].DataModule = module_class
-    path = tmp_path / "hp.ckpt"
-    torch.save(lightning_ckpt({}, svm_validation={"modelnet40": module_class()}), path)
-    assert "upstream_datasets.DataModule" in one_line_error(path)
+class Reduce:
+    """Pickles as func(*args), the way a hostile checkpoint runs code; func may itself be a Reduce."""
+
+    def __init__(self, func, args):
+        self.func, self.args = func, args
+
+    def __call__(self):  # pickle requires a callable in a reduce tuple
+        raise AssertionError("only pickled, never called")
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def payload(kind: str, marker) -> Reduce:
+    """Five ways a pickle can run `touch marker` when it is loaded."""
+    cmd = f"touch {marker}"
+    return {
+        "posix.system": Reduce(os.system, (cmd,)),
+        "builtins.eval": Reduce(builtins.eval, (f"__import__('os').system({cmd!r})",)),
+        "builtins.exec": Reduce(builtins.exec, (f"import os; os.system({cmd!r})",)),
+        "getattr chain": Reduce(Reduce(getattr, (Reduce(builtins.__import__, ("os",)), "system")), (cmd,)),
+        "subprocess": Reduce(subprocess.check_call, (["touch", str(marker)],)),
+    }[kind]
+
+
+STUBBED = {"posix.system": ["posix.system"], "builtins.eval": ["builtins.eval"], "builtins.exec": ["builtins.exec"],
+           "getattr chain": ["builtins.__import__", "builtins.getattr"], "subprocess": ["subprocess.check_call"]}
+
+
+@pytest.mark.parametrize("kind", list(STUBBED))
+def test_code_in_hyper_parameters_is_stubbed_and_the_weights_import(tmp_path, clouds, kind):
+    control, marker = tmp_path / "control", tmp_path / "pwned"
+    pickle.loads(pickle.dumps(payload(kind, control)))  # unrestricted unpickling runs the payload
+    assert control.exists()
+    model = tiny("pointjepa-vits", 0)
+    path = tmp_path / "pretrain.ckpt"
+    torch.save(lightning_ckpt(jepa_state(model), svm_validation={"modelnet40": payload(kind, marker)}), path)
+    with pytest.raises(ForeignObjectsError):  # the strict loader (training resume) still refuses
+        torch_load_safe(path)
+    imported, report, layout = import_checkpoint(path)
+    assert not marker.exists()
+    assert layout == "point-jepa"
+    assert_same_model(imported, model, clouds)
+    assert imported.config.num_heads == 3 and imported.config.group_size == 8  # plain hyper_parameters kept
+    assert len(report.notes) == 1 and all(name in report.notes[0] for name in STUBBED[kind])
+
+
+@pytest.mark.parametrize("kind", list(STUBBED))
+def test_code_in_the_state_dict_is_refused(tmp_path, kind):
+    marker, path = tmp_path / "pwned", tmp_path / "pretrain.ckpt"
+    state = jepa_state(tiny("pointjepa-vits", 0))
+    state["student.norm.weight"] = payload(kind, marker)
+    torch.save(lightning_ckpt(state), path)
+    message = one_line_error(path)
+    assert not marker.exists()
+    assert message.startswith("refusing to load") and "'student.norm.weight'" in message
+    assert f"stubbed {STUBBED[kind][-1]} object" in message
+
+
+def test_foreign_module_is_never_imported(tmp_path, monkeypatch, clouds):
+    """A Lightning data module in hyper_parameters: importing its module would run code; it is stubbed."""
+    source = tmp_path / "upstream_datasets.py"
+    source.write_text("import pathlib\npathlib.Path(__file__).with_name('imported').touch()\n\n"
+                      "class DataModule:\n    def __init__(self):\n        self.root = '/data/modelnet40'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("upstream_datasets")
+    model = tiny("pointjepa-vits", 0)
+    path = tmp_path / "pretrain.ckpt"
+    torch.save(lightning_ckpt(jepa_state(model), svm_validation={"modelnet40": module.DataModule()}), path)
+    monkeypatch.delitem(sys.modules, "upstream_datasets")
+    (tmp_path / "imported").unlink()
+    imported, report, _ = import_checkpoint(path)
+    assert not (tmp_path / "imported").exists() and "upstream_datasets" not in sys.modules
+    assert_same_model(imported, model, clouds)
+    assert "upstream_datasets.DataModule" in report.notes[0]
+
+
+@pytest.mark.parametrize("data", [
+    # BUILD on allowed functions: plain pickle would replace torch's rebuild function's __defaults__
+    # (slot state, setattr) or _get_layout's cache (dict state), for the whole process.
+    b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nN}X\x0c\x00\x00\x00__defaults__)s\x86b.",
+    b"\x80\x02ctorch.serialization\n_get_layout\n}X\x05\x00\x00\x00cache}sb.",
+    # REDUCE on an object that find_class never gave (a bytearray made by an allowed global).
+    b"\x80\x02c__builtin__\nbytearray\n)R)R.",
+])
+def test_stubbing_unpickler_builds_and_calls_only_what_it_resolved(data):
+    defaults, cache = torch._utils._rebuild_tensor_v2.__defaults__, torch.serialization._get_layout.cache
+    with pytest.raises(pickle.UnpicklingError, match="refusing to (BUILD|call)"):
+        stubbing_module(PLAIN_CONTAINERS).load(io.BytesIO(data))
+    assert torch._utils._rebuild_tensor_v2.__defaults__ == defaults and torch.serialization._get_layout.cache is cache
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_stubbing_fallback_never_hands_torchscript_to_torch_jit(tmp_path):
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), path)
+    with pytest.raises(FoundryError, match="TorchScript archive"):
+        load_stubbing_foreign(path)
 
 
 @pytest.mark.parametrize("content, words", [(b"", "empty"), (b"x,y,z\n0,0,0\n", "not a PyTorch file"),
@@ -294,12 +388,13 @@ def test_ema_source_needs_an_ema_copy(tmp_path):
 # -- CLI -----------------------------------------------------------------------------------------
 def test_cli_convert_writes_a_native_checkpoint(tmp_path, capsys, clouds):
     model = tiny("pointjepa-vits", 0)
-    src, out = tmp_path / "pretrain.ckpt", tmp_path / "converted.pt"
-    torch.save(lightning_ckpt(jepa_state(model)), src)
+    src, out, marker = tmp_path / "pretrain.ckpt", tmp_path / "converted.pt", tmp_path / "pwned"
+    torch.save(lightning_ckpt(jepa_state(model), svm_validation={"modelnet40": RunsCode(marker)}), src)
     assert main(["convert", str(src), "-o", str(out)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith(f"converting {src}") and lines[-1].endswith("PASSED")
+    assert lines[0].startswith(f"converting {src}") and lines[-1].endswith("PASSED") and not marker.exists()
     assert any(line.startswith("  ignored:") and "mask_token" in line and "teacher.*" in line for line in lines)
+    assert any(line.startswith("  note: the file pickles foreign objects (posix.system)") for line in lines)
     imported, _, layout = import_checkpoint(out)
     assert layout == "foundry-edge"
     assert_same_model(imported, model, clouds)
