@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from foundry_edge.errors import FoundryError
+from foundry_edge.errors import FoundryError, require
 from foundry_edge.export.manifest import build_manifest, manifest_path, write_manifest
 from foundry_edge.export.onnx_config import GROUPINGS, PointModelOnnxConfig, available_outputs
 from foundry_edge.export.validate import OPSETS, CheckResult
@@ -133,6 +133,8 @@ def _quiet(_: str) -> None:
 def export_model(options: ExportOptions, log: Callable[[str], None] = _quiet) -> ExportResult:
     """Export options.model (and options.teacher) to checked ONNX files; see the module docstring."""
     options = options.resolved()
+    for module in ("torch", "onnxscript"):
+        require(module, "torch")
     roles = [("model", options.model, options.overrides)]
     if options.teacher is not None:
         roles.append(("teacher", options.teacher, options.teacher_overrides))

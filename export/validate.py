@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from foundry_edge.errors import require
 from foundry_edge.export.onnx_config import PointModelOnnxConfig, example_clouds
 
 OPSETS = (18, 19, 20)
@@ -160,9 +161,9 @@ def _judge(name: str, metrics: dict, config: PointModelOnnxConfig) -> tuple[bool
 def check_parity(path: Path, model, config: PointModelOnnxConfig, seed: int = 0) -> list[CheckResult]:
     """ONNX Runtime on the deployed path (raw clouds -> feed -> graph) vs `model(points)` in PyTorch,
     at the trace shape and at a second shape on every dynamic axis, on clouds other than the trace's."""
-    import onnxruntime as ort
     import torch
 
+    ort = require("onnxruntime", "cpu")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     results = []
     for i, (batch, points) in enumerate(config.validation_shapes()):
