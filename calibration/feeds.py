@@ -1,8 +1,8 @@
 """Calibration and evaluation feeds: point clouds -> the graph's own inputs, prepared as the manifest says.
 
 graph grouping: raw clouds resampled to the manifest's num_points -> {"points": (B, N, 3)}.
-host grouping: clouds normalised and grouped on the host (foundry_edge.preprocess) ->
-               {"neighbourhoods": (B, G, K, 3), "centers": (B, G, 3)}.
+host grouping: clouds normalised and grouped on the host (foundry_edge.preprocess.feed_from_manifest,
+               exact or scalable as the manifest says) -> {"neighbourhoods": (B, G, K, 3), "centers": (B, G, 3)}.
 A feed is `dict[input_name, np.ndarray]` (docs/contracts.md); `FeedReader` serves a list of them to
 ONNX Runtime's calibrators and can be rewound, so one set of feeds serves calibration and evaluation.
 """
@@ -31,10 +31,14 @@ class Preprocessing:
     num_groups: int = 0
     group_size: int = 0
     normalize: bool = True  # host grouping: the host centres and scales each cloud (the graph does not)
+    method: str = "exact"  # host grouping: "exact" or "scalable" (ModelConfig.grouping)
+    fps_candidates: int = 4
 
-    def to_dict(self) -> dict:
-        return {"grouping": self.grouping, "num_points": self.num_points, "num_groups": self.num_groups,
-                "group_size": self.group_size, "normalize": self.normalize}
+    def to_manifest(self) -> dict:
+        """The manifest's `preprocessing` section, which foundry_edge.preprocess.feed_from_manifest reads."""
+        return {"normalize": "centre-unit-sphere" if self.normalize else "none", "in_graph": self.grouping == "graph",
+                "num_points": self.num_points, "num_groups": self.num_groups, "group_size": self.group_size,
+                "method": self.method, "fps_candidates": self.fps_candidates}
 
 
 @dataclass
@@ -58,7 +62,8 @@ def preprocessing_from(manifest: Optional[dict], points: Optional[int] = None, g
     pre = manifest.get("preprocessing", {})
     found = Preprocessing(manifest.get("grouping", "graph"), int(pre.get("num_points", 0)),
                           int(pre.get("num_groups", 0)), int(pre.get("group_size", 0)),
-                          pre.get("normalize") == "centre-unit-sphere")
+                          pre.get("normalize") == "centre-unit-sphere", pre.get("method", "exact"),
+                          int(pre.get("fps_candidates", 4)))
     clashes = [f"{k}={v} (manifest: {getattr(found, k)})" for k, v in given.items()
                if v is not None and v != getattr(found, k)]
     if clashes:
@@ -82,17 +87,15 @@ def prepare(cloud_set: CloudSet, pre: Preprocessing, input_names: Sequence[str],
     """Clouds -> batched feeds for the graph's inputs, in order (B = `batch`, the last batch smaller)."""
     from foundry_edge.data.readers import validate_cloud
     from foundry_edge.data.transforms import resample
-    from foundry_edge.preprocess import host_feed
+    from foundry_edge.preprocess import feed_from_manifest
 
     points = []
     for i, cloud in enumerate(cloud_set.clouds):
         cloud = validate_cloud(cloud, source=f"{cloud_set.source} sample {i}")
         points.append(cloud if len(cloud) == pre.num_points else resample(cloud, pre.num_points, [seed, i]))
-    feeds = []
+    feeds, section = [], pre.to_manifest()
     for start in range(0, len(points), batch):
-        stacked = np.stack(points[start:start + batch])
-        feed = ({"points": stacked} if pre.grouping == "graph"
-                else host_feed(stacked, pre.num_groups, pre.group_size, normalize_input=pre.normalize))
+        feed = feed_from_manifest(np.stack(points[start:start + batch]), section)
         if sorted(feed) != sorted(input_names):
             raise FoundryError(f"expected {pre.grouping} grouping to feed the model's inputs {sorted(input_names)}, "
                                f"found it feeds {sorted(feed)}: fix the manifest's grouping or pass the matching --grouping")

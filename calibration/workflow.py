@@ -139,9 +139,7 @@ def output_manifest(manifest: Optional[dict], pre: Preprocessing, config: Calibr
 
     out = copy.deepcopy(manifest) if manifest is not None else {
         "schema": "foundry-edge/manifest", "schema_version": 1, "grouping": pre.grouping,
-        "preprocessing": {"num_points": pre.num_points, "num_groups": pre.num_groups, "group_size": pre.group_size,
-                          "in_graph": pre.grouping == "graph",
-                          "normalize": "centre-unit-sphere" if pre.normalize else "none"}}
+        "preprocessing": pre.to_manifest()}
     path = config.output_path
     model = onnx.load(str(path), load_external_data=False)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)

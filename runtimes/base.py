@@ -2,8 +2,10 @@
 
 `load()` / `close()` (or `with rt:`), `inputs` / `outputs` as `TensorSpec`s, `infer(points)` on raw
 clouds (B, N, 3) and `infer_feed(feed)` on the graph's own inputs. The base class checks every feed
-against the input specs, does host-side grouping for `--grouping host` models, and records the time of
-each call; a backend fills in `load_impl`, `infer_impl`, `close_impl` and, if it has one, `device_bytes_impl`.
+against the input specs, turns raw clouds into the graph's feed as the manifest's `preprocessing` says
+(foundry_edge.preprocess.feed_from_manifest: exact or scalable host grouping for `--grouping host`), and
+records the time of each call; a backend fills in `load_impl`, `infer_impl`, `close_impl` and, if it has
+one, `device_bytes_impl`.
 """
 
 from __future__ import annotations
@@ -35,20 +37,14 @@ class TensorSpec:
 
 @dataclass
 class Grouping:
-    """How raw clouds become the graph's inputs: in the graph, or on the host with foundry_edge.preprocess."""
+    """How raw clouds become the graph's inputs: the manifest's `grouping` and `preprocessing` sections."""
 
     mode: str = "graph"  # "graph" | "host"
-    num_groups: int = 0
-    group_size: int = 0
-    normalize_on_host: bool = False
-    preprocessing: dict = field(default_factory=dict)
+    preprocessing: dict = field(default_factory=dict)  # in_graph, normalize, num_groups, method, ...
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> "Grouping":
-        pre = manifest.get("preprocessing", {})
-        mode = manifest.get("grouping", "graph")
-        return cls(mode, int(pre.get("num_groups", 0)), int(pre.get("group_size", 0)),
-                   mode == "host" and not pre.get("in_graph", False), dict(pre))
+        return cls(manifest.get("grouping", "graph"), dict(manifest.get("preprocessing", {})))
 
 
 class Runtime:
@@ -91,23 +87,9 @@ class Runtime:
 
     def feed_from_points(self, points: np.ndarray) -> Dict[str, np.ndarray]:
         """(B, N, 3) -> the graph's feed: {points} or {neighbourhoods (B, G, K, 3), centers (B, G, 3)}."""
-        points = np.asarray(points)
-        if points.ndim == 2:
-            points = points[None]
-        if points.ndim != 3 or points.shape[-1] != 3:
-            raise FoundryError(f"expected clouds shaped (B, N, 3), got {points.shape}: pass xyz points only")
-        points = np.ascontiguousarray(points, dtype=np.float32)
-        if not np.isfinite(points).all():
-            raise FoundryError("expected finite coordinates, found NaN or inf: clean the cloud first")
-        if self.grouping.mode == "graph":
-            return {self.inputs[0].name: points}
-        from foundry_edge import preprocess
+        from foundry_edge.preprocess import feed_from_manifest
 
-        if self.grouping.normalize_on_host:
-            points = preprocess.normalize(points)
-        neighbourhoods, centers = preprocess.group(points, self.grouping.num_groups, self.grouping.group_size)
-        return {"neighbourhoods": np.ascontiguousarray(neighbourhoods, dtype=np.float32),
-                "centers": np.ascontiguousarray(centers, dtype=np.float32)}
+        return feed_from_manifest(points, self.grouping.preprocessing)
 
     def infer_feed(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """The graph's inputs by name -> outputs by name; checks the feed and times the call."""
