@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from foundry_edge.models.config import ModelConfig
+from foundry_edge.runtimes.base import TensorSpec  # the runtimes' spec: a string dim is dynamic
 
 # Every output a PointModel can give, in the order the exported graph lists them.
 OUTPUT_ORDER = ("tokens", "centers", "assignment", "gate_prob", "logits", "seg_logits")
@@ -30,16 +31,6 @@ def available_outputs(config: ModelConfig, grouping: str) -> tuple[str, ...]:
            "gate_prob": config.kind == "student" and config.gate, "logits": bool(config.num_classes),
            "seg_logits": bool(config.num_part_classes) and grouping == "graph"}
     return tuple(name for name in OUTPUT_ORDER if has[name])
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    dtype: str
-    shape: tuple  # int: fixed; str: a dynamic axis named in the profiles
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from foundry_edge.errors import MissingDependencyError
+from foundry_edge.runtimes.trt_compat import create_network
 
 MODULES = ("tensorrt", "tensorrt_rtx")
 
@@ -47,15 +48,7 @@ def find_tensorrt():
     return None
 
 
-def _network(trt, builder):
-    """An empty network: the explicit-batch flag where it exists and is not deprecated (8.x)."""
-    creation = getattr(trt, "NetworkDefinitionCreationFlag", None)
-    if creation is not None and hasattr(creation, "EXPLICIT_BATCH") and not hasattr(creation, "STRONGLY_TYPED"):
-        return builder.create_network(1 << int(creation.EXPLICIT_BATCH))
-    return builder.create_network(0)
-
-
-def _parser_errors(parser) -> list:
+def parser_errors(parser) -> list:
     errors = []
     for i in range(parser.num_errors):
         error = parser.get_error(i)
@@ -69,7 +62,7 @@ def _unsupported_nodes(trt, builder, logger, path: Path) -> list:
     """Nodes in subgraphs that supports_model_v2 reports unsupported (TensorRT >= 10, RTX)."""
     import onnx
 
-    network = _network(trt, builder)  # kept referenced for the parser's lifetime
+    network = create_network(trt, builder)  # kept referenced for the parser's lifetime
     parser = trt.OnnxParser(network, logger)
     if not hasattr(parser, "supports_model_v2"):
         return []
@@ -80,7 +73,7 @@ def _unsupported_nodes(trt, builder, logger, path: Path) -> list:
     for i in range(parser.num_subgraphs):
         if not parser.is_subgraph_supported(i):
             refused += [f"{nodes[j].name} ({nodes[j].op_type})" for j in parser.get_subgraph_nodes(i)]
-    return refused or _parser_errors(parser) or ["the model (no subgraph named)"]
+    return refused or parser_errors(parser) or ["the model (no subgraph named)"]
 
 
 def check_with_tensorrt(path, trt=None) -> TrtCheckResult:
@@ -93,10 +86,10 @@ def check_with_tensorrt(path, trt=None) -> TrtCheckResult:
     path = Path(path)
     logger = trt.Logger(trt.Logger.INTERNAL_ERROR)  # errors come back in the result
     builder = trt.Builder(logger)
-    network = _network(trt, builder)
+    network = create_network(trt, builder)
     parser = trt.OnnxParser(network, logger)
     parsed = bool(parser.parse_from_file(str(path)))
-    errors = _parser_errors(parser)
+    errors = parser_errors(parser)
     unsupported = _unsupported_nodes(trt, builder, logger, path) if parsed else []
     result = TrtCheckResult(trt.__name__.split(".")[0], getattr(trt, "__version__", "unknown"), parsed,
                             errors, unsupported)

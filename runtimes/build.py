@@ -181,7 +181,9 @@ def parse_network(trt, builder, onnx_path: Path, logger):
     network = trt_compat.create_network(trt, builder)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
+        from foundry_edge.export.trt_check import parser_errors
+
+        errors = "; ".join(parser_errors(parser))
         raise FoundryError(f"TensorRT {trt_compat.version(trt)} could not parse {onnx_path.name}: {errors}: "
                            "check the opset (18-20) and `foundry-edge export` checks")
     return network, parser

@@ -7,7 +7,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from foundry_edge.errors import FoundryError, require
-from foundry_edge.runtimes.base import Runtime, TensorSpec
+from foundry_edge.runtimes.base import Runtime
 
 
 class TorchRuntime(Runtime):
@@ -59,16 +59,10 @@ class TorchRuntime(Runtime):
 
 
 def model_specs(config):
-    """ModelConfig -> (inputs, outputs) as TensorSpecs, matching `PointModel.forward`'s dict."""
-    g, n = config.num_groups, config.num_points
-    outputs = [TensorSpec("tokens", "float32", ("batch", g, config.token_dim)),
-               TensorSpec("centers", "float32", ("batch", g, 3))]
-    if config.kind == "student":
-        outputs.append(TensorSpec("assignment", "int64", ("batch", g)))
-        if config.gate:
-            outputs.append(TensorSpec("gate_prob", "float32", ("batch", g)))
-    if config.num_classes:
-        outputs.append(TensorSpec("logits", "float32", ("batch", config.num_classes)))
-    if config.num_part_classes:
-        outputs.append(TensorSpec("seg_logits", "float32", ("batch", "num_points", config.num_part_classes)))
-    return [TensorSpec("points", "float32", ("batch", "num_points", 3))], outputs
+    """ModelConfig -> (inputs, outputs) as TensorSpecs: what a graph-grouped export of it declares."""
+    from foundry_edge.export.onnx_config import PointModelOnnxConfig, available_outputs
+
+    declared = PointModelOnnxConfig(config, "graph", available_outputs(config, "graph"), config.num_points, batch=2,
+                                    dynamic_batch=True, dynamic_points=True, max_batch=2,
+                                    max_points=config.num_points, opset=18)
+    return declared.input_specs(), declared.output_specs()

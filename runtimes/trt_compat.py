@@ -57,7 +57,7 @@ def has_implicit_calibrators(trt) -> bool:
 def create_network(trt, builder):
     """An empty network for the ONNX parser: explicit batch on 8.x, default flags elsewhere."""
     flags = 0
-    creation = trt.NetworkDefinitionCreationFlag
+    creation = getattr(trt, "NetworkDefinitionCreationFlag", None)
     if hasattr(creation, "EXPLICIT_BATCH") and not hasattr(creation, "STRONGLY_TYPED"):  # 8.x only
         flags = 1 << int(creation.EXPLICIT_BATCH)
     return builder.create_network(flags)
