@@ -4,6 +4,11 @@ TensorRT 11 removed the FP16 builder flag: precision comes from the ONNX itself.
 to FP16 except what overflows or flips there (research/deploy-stack.md, "FP16 pitfalls"): LayerNorm and
 Softmax reductions, and every node feeding a hard decision (FPS/kNN distances, DSO logits, the gate),
 found by graph.py. Inputs and outputs stay FP32 (keep_io_types), so runtimes feed the same arrays.
+
+onnxconverter-common routes an FP32 tensor into an FP32 consumer through Cast(FP16) + Cast(FP32) when
+the tensor also feeds FP16 nodes, and an output through an FP16 Identity: the FP32 islands (FPS and
+kNN distances) and outputs such as `centers` were silently rounded to FP16. `_drop_round_trips` wires
+those consumers back to the FP32 tensor, so what stays FP32 is computed exactly as in the FP32 graph.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Iterable, Optional
 
-from foundry_edge.calibration.graph import ensure_node_names, find_exclusions
+from foundry_edge.calibration.graph import ensure_node_names, find_exclusions, rename_inputs
 from foundry_edge.errors import FoundryError, require
 from foundry_edge.fileio import atomic_path
 
@@ -34,6 +39,7 @@ def convert_to_fp16(src: str | Path, dst: str | Path, keep_fp32: Optional[Iterab
     with warnings.catch_warnings():  # its per-constant notes on clamping eps (1e-12) and FPS's inf to FP16 range
         warnings.filterwarnings("ignore", module="onnxconverter_common")
         half = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=sorted(exclusions.nodes))
+    _drop_round_trips(half)
     with atomic_path(dst) as out:
         onnx.save(half, str(out))
     return {"fp32_nodes": sorted(exclusions.nodes), "rules": exclusions.rules}
@@ -55,5 +61,45 @@ def _detach_outputs(model) -> None:
         inner = f"{output.name}__inner"
         for node in model.graph.node:
             node.output[:] = [inner if o == output.name else o for o in node.output]
-            node.input[:] = [inner if i == output.name else i for i in node.input]
+        rename_inputs(model, output.name, inner)
         model.graph.node.append(helper.make_node("Identity", [inner], [output.name], name=f"{output.name}__output"))
+
+
+def _cast_to(node) -> Optional[int]:
+    """A Cast's target type (onnx.TensorProto enum), None for any other node."""
+    return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+
+def _drop_round_trips(model) -> int:
+    """Turn every Cast(FP32) of [Identity of] a Cast(FP16) of an FP32 tensor into an Identity of that
+    tensor (exact, as in the FP32 graph), then remove the casts nothing reads; returns how many."""
+    import onnx
+
+    float32, float16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    typed = onnx.shape_inference.infer_shapes(model).graph
+    dtype = {v.name: v.type.tensor_type.elem_type for v in (*typed.input, *typed.value_info, *typed.output)}
+    producer = {out: node for node in model.graph.node for out in node.output}
+    rewired = 0
+    for node in model.graph.node:
+        if _cast_to(node) != float32:
+            continue
+        source = producer.get(node.input[0])
+        while source is not None and source.op_type == "Identity":
+            source = producer.get(source.input[0])
+        if source is not None and _cast_to(source) == float16 and dtype.get(source.input[0]) == float32:
+            node.op_type, node.input[0] = "Identity", source.input[0]
+            del node.attribute[:]
+            rewired += 1
+    _remove_unread(model, ("Cast", "Identity"))
+    return rewired
+
+
+def _remove_unread(model, op_types) -> None:
+    """Drop nodes of `op_types` whose outputs nothing reads (repeatedly: chains die from the end)."""
+    while True:
+        read = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+        keep = [n for n in model.graph.node if n.op_type not in op_types or any(o in read for o in n.output)]
+        if len(keep) == len(model.graph.node):
+            return
+        del model.graph.node[:]
+        model.graph.node.extend(keep)

@@ -47,6 +47,12 @@ def ensure_node_names(model) -> None:
         seen.add(node.name)
 
 
+def rename_inputs(model, old: str, new: str) -> None:
+    """Make every node that reads tensor `old` read `new` instead."""
+    for node in model.graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
+
+
 def constant_tensors(model) -> set:
     """Names of tensors computable without the graph inputs (initializers, Constant, and their products)."""
     const = {init.name for init in model.graph.initializer} | {""}

@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from foundry_edge.calibration import cache as range_cache
 from foundry_edge.calibration.feeds import Feed, FeedReader, feeds_sha256
-from foundry_edge.calibration.graph import Exclusions, ensure_node_names, find_exclusions
+from foundry_edge.calibration.graph import Exclusions, ensure_node_names, find_exclusions, rename_inputs
 from foundry_edge.errors import FoundryError, require
 from foundry_edge.fileio import atomic_path, sha256_file
 
@@ -200,8 +200,7 @@ def unshare_dequantized(model, quantized: Callable) -> int:
         if q is None or q.op_type != "QuantizeLinear":
             continue
         inner = f"{output.name}_dequantized"
-        for node in model.graph.node:
-            node.input[:] = [inner if name == output.name else name for name in node.input]
+        rename_inputs(model, output.name, inner)
         dq.output[0] = inner
         producer[inner] = dq
         model.graph.node.append(helper.make_node("Identity", [q.input[0]], [output.name], name=f"{output.name}_fp32"))
