@@ -20,35 +20,14 @@ DECISIONS = ("ArgMax", "TopK", "Equal", "Gather", "GatherElements", "Greater", "
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """A tiny foundry-edge16 student with a 10-class head, exported with graph grouping + its manifest."""
-    torch = pytest.importorskip("torch")
-    from foundry_edge.models.registry import create_model
+    """A tiny foundry-edge16 student with a 10-class head through export_model (graph grouping) + its manifest."""
+    pytest.importorskip("torch")
+    from foundry_edge.export import ExportOptions, export_model
 
-    model = create_model("foundry-edge16", **{**tiny_overrides("foundry-edge16"), "num_points": POINTS,
-                                              "num_groups": 8, "num_classes": 10})
-
-    class Outputs(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, points):
-            out = self.inner(points)
-            return out["tokens"], out["centers"], out["assignment"], out["logits"]
-
-    path = tmp_path_factory.mktemp("model") / "student.onnx"
-    torch.onnx.export(Outputs(model).eval(), (torch.randn(2, POINTS, 3),), str(path), dynamo=True, external_data=False,
-                      opset_version=18, input_names=["points"],
-                      output_names=["tokens", "centers", "assignment", "logits"],
-                      dynamic_shapes={"points": {0: torch.export.Dim("batch", min=1, max=64)}})
-    manifest = {"schema": "foundry-edge/manifest", "schema_version": 1, "model": {"name": "tiny", "kind": "student"},
-                "onnx": {"file": path.name, "precision": "fp32"}, "grouping": "graph",
-                "preprocessing": {"normalize": "centre-unit-sphere", "in_graph": True, "num_points": POINTS,
-                                  "num_groups": 8, "group_size": 8},
-                "inputs": [{"name": "points", "dtype": "float32", "shape": ["batch", POINTS, 3]}], "outputs": [],
-                "profiles": {"batch": [1, 1, 8]}, "versions": {}, "checks": {"passed": True, "items": []}}
-    path.with_name("student.manifest.json").write_text(json.dumps(manifest))
-    return path
+    overrides = {**tiny_overrides("foundry-edge16"), "num_points": POINTS, "num_groups": 8, "num_classes": 10}
+    options = ExportOptions(model="foundry-edge16", overrides=overrides, output_dir=tmp_path_factory.mktemp("model"),
+                            trt_check="off")
+    return export_model(options).onnx_path
 
 
 def _config(model: Path, out: Path, **overrides):
@@ -63,7 +42,7 @@ def _config(model: Path, out: Path, **overrides):
 def quantized(exported, tmp_path_factory):
     from foundry_edge.calibration.workflow import calibrate
 
-    out = tmp_path_factory.mktemp("int8") / "student.int8.onnx"
+    out = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
     summary = calibrate(_config(exported, out), log=lambda _: None)
     return out, summary
 
@@ -94,15 +73,15 @@ def test_decisions_and_their_scores_stay_fp32(quantized):
         reads_dq = any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in node.input)
         if node.op_type in DECISIONS or node.name in excluded:
             assert not reads_dq, f"{node.op_type} {node.name} reads a dequantized tensor"
-    # the kNN distance MatMul, the DSO key projection and logits MatMul are among the FP32 nodes
-    fp32_matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and n.name in excluded]
+    # the kNN distance MatMul, the DSO key projection (a Gemm once simplified) and logits MatMul stay FP32
+    fp32_matmuls = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and n.name in excluded]
     assert len(fp32_matmuls) >= 3
     assert summary["calibration"]["excluded"]["counts"]["fp32 op type"] > 0
 
 
 def test_output_manifest_records_the_calibration(quantized, exported):
     path, summary = quantized
-    manifest = json.loads(path.with_name("student.int8.manifest.json").read_text())
+    manifest = json.loads(path.with_name("model.int8.manifest.json").read_text())
     assert manifest["onnx"]["precision"] == "int8" and manifest["onnx"]["file"] == path.name
     calib = manifest["calibration"]
     assert calib["method"] == "minmax" and calib["samples"] == 16 and len(calib["data_sha256"]) == 64
@@ -204,6 +183,42 @@ def test_fp16_keeps_sensitive_nodes_fp32_and_io_float32(exported, tmp_path):
     assert half, "nothing was converted to FP16"
     kinds = {n.op_type for n in onnx.load(str(exported)).graph.node if n.name in set(facts["fp32_nodes"])}
     assert {"TopK", "ArgMax", "LayerNormalization", "Softmax"} <= kinds
+
+
+def test_fp16_computes_what_it_keeps_fp32_in_fp32(exported, tmp_path):
+    """No Cast(FP16) -> Cast(FP32) round trip into an FP32 node or output: the centres equal FP32's."""
+    from foundry_edge.calibration.accuracy import run_onnx
+    from foundry_edge.calibration.fp16 import convert_to_fp16
+    from foundry_edge.export.onnx_config import example_clouds
+
+    convert_to_fp16(exported, tmp_path / "m.fp16.onnx")
+    model = onnx.load(str(tmp_path / "m.fp16.onnx"))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    cast_to = {n.name: a.i for n in model.graph.node if n.op_type == "Cast" for a in n.attribute if a.name == "to"}
+    round_trips = [n.name for n in model.graph.node if cast_to.get(n.name) == onnx.TensorProto.FLOAT
+                   and cast_to.get(getattr(producer.get(n.input[0]), "name", None)) == onnx.TensorProto.FLOAT16]
+    assert not round_trips
+    feeds = [{"points": example_clouds(3, POINTS + 20, seed=7)}]
+    fp32, fp16 = run_onnx(exported, feeds, "fp32"), run_onnx(tmp_path / "m.fp16.onnx", feeds, "fp16")
+    np.testing.assert_allclose(fp16["centers"], fp32["centers"], rtol=0, atol=1e-6)
+    assert not np.allclose(fp16["tokens"], fp32["tokens"], rtol=0, atol=1e-6)  # the rest did go to FP16
+
+
+def test_host_feeds_follow_the_manifests_grouping_method(rng):
+    """A scalable (large-scene) host-grouped model is calibrated on scalable groups, not exact FPS."""
+    pytest.importorskip("fpsample")
+    pytest.importorskip("scipy")
+    from foundry_edge.calibration.feeds import CloudSet, prepare, preprocessing_from
+    from foundry_edge.preprocess import host_feed
+
+    manifest = {"grouping": "host", "preprocessing": {"in_graph": False, "normalize": "centre-unit-sphere",
+                                                      "num_points": 256, "num_groups": 16, "group_size": 8,
+                                                      "method": "scalable", "fps_candidates": 2}}
+    clouds = [rng.normal(size=(256, 3)).astype(np.float32) for _ in range(2)]
+    (feed,) = prepare(CloudSet(clouds, None, "test"), preprocessing_from(manifest), ["neighbourhoods", "centers"])
+    scalable = host_feed(np.stack(clouds), 16, 8, method="scalable", fps_candidates=2)
+    np.testing.assert_array_equal(feed["centers"], scalable["centers"])
+    assert not np.array_equal(feed["centers"], host_feed(np.stack(clouds), 16, 8)["centers"])
 
 
 def test_accuracy_report_with_sensitivity(exported, quantized, tmp_path):

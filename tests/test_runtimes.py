@@ -1,4 +1,7 @@
-"""Runtimes without a GPU: ONNX Runtime against the PyTorch reference, the base contract, verify and run."""
+"""Runtimes without a GPU: ONNX Runtime against the PyTorch reference, the base contract, verify and run.
+
+Models come from foundry_edge.export.export_model (what users run), each exported once per module.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
-from _runtime_models import exported, small_overrides  # noqa: F401 (exported is a fixture)
+from conftest import tiny_overrides
 from foundry_edge.errors import FoundryError
 from foundry_edge.models.registry import PRESETS
 from foundry_edge.runtimes import model_kind, open_runtime
@@ -23,6 +26,27 @@ FAST = ("pointjepa-vits", "foundry-edge16", "foundry-gate16")
 ALL = os.environ.get("FOUNDRY_EDGE_SLOW") == "1"
 PRESET_CASES = [p if p in FAST else pytest.param(p, marks=[pytest.mark.slow, pytest.mark.skipif(
     not ALL, reason="slow: set FOUNDRY_EDGE_SLOW=1 to export every preset")]) for p in PRESETS]
+SMALL = dict(num_points=128, num_groups=8, depth=1)  # smaller than TINY: the dynamo export dominates test time
+
+
+def small_overrides(preset: str) -> dict:
+    out = dict(tiny_overrides(preset), **SMALL)
+    if "num_supertokens" in out:
+        out.update(num_supertokens=3, gate_budget=2)
+    return out
+
+
+def export_small(folder, preset: str, grouping: str = "graph", overrides: dict | None = None):
+    """A small `preset` through export_model -> folder/model.onnx + manifest, and its weights as model.pt."""
+    from foundry_edge.checkpoint import save_checkpoint
+    from foundry_edge.export import ExportOptions, export_model
+    from foundry_edge.models import create_model
+
+    model = create_model(preset, **small_overrides(preset), **(overrides or {}))
+    result = export_model(ExportOptions(model=model, output_dir=folder, grouping=grouping, max_batch=4,
+                                        trt_check="off"))
+    save_checkpoint(folder / "model.pt", model)
+    return result.onnx_path
 
 
 def clouds(batch, num_points, seed=0):
@@ -31,13 +55,26 @@ def clouds(batch, num_points, seed=0):
     return pts.astype(np.float32)
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """preset -> ONNX path (graph grouping), exported once per module."""
+    cache = {}
+
+    def get(preset):
+        if preset not in cache:
+            cache[preset] = export_small(tmp_path_factory.mktemp(preset), preset)
+        return cache[preset]
+
+    return get
+
+
 @pytest.mark.parametrize("preset", PRESET_CASES)
 def test_ort_matches_torch_on_every_preset(exported, preset):
     onnx_path = exported(preset)
-    with open_runtime(onnx_path) as ort_rt, open_runtime(onnx_path.with_suffix(".pt")) as torch_rt:
+    with open_runtime(onnx_path) as ort_rt, open_runtime(onnx_path.with_name("model.pt")) as torch_rt:
         assert ort_rt.provider == "CPUExecutionProvider" and torch_rt.provider == "torch-cpu"
-        for batch in (2, 3):  # 3 is not the export's example batch: the dynamic axis must hold
-            points = clouds(batch, ort_rt.num_points, seed=batch)
+        for batch, extra in ((2, 0), (3, 40)):  # neither the trace batch nor its point count: dynamic axes hold
+            points = clouds(batch, ort_rt.num_points + extra, seed=batch)
             expected, got = torch_rt.infer(points), ort_rt.infer(points)
             assert set(got) == set(expected)
             failed = [c for c in compare_outputs(expected, got, "fp32") if not c.passed]
@@ -63,7 +100,7 @@ def test_feed_is_checked_before_running(exported):
         with pytest.raises(FoundryError, match="float32"):
             rt.infer_feed({"points": clouds(1, n).astype(np.float64)})
         with pytest.raises(FoundryError, match="shaped"):
-            rt.infer_feed({"points": clouds(1, n + 1)})
+            rt.infer_feed({"points": np.zeros((1, n, 4), np.float32)})
         with pytest.raises(FoundryError, match="finite"):
             rt.infer(np.full((1, n, 3), np.nan, dtype=np.float32))
     with pytest.raises(FoundryError, match="not loaded"):
@@ -77,15 +114,15 @@ def test_onnx_without_manifest_reads_the_graph(exported, tmp_path):
         rt = open_runtime(bare)
     assert rt.info.manifest is None and rt.info.profiles == {"batch": [1, 1, 8]}
     with rt:
-        assert rt.num_points == small_overrides("foundry-edge16")["num_points"]
-        assert rt.infer(clouds(2, rt.num_points))["tokens"].shape[0] == 2
+        assert rt.num_points is None  # the export's point axis is dynamic: any count runs
+        assert rt.infer(clouds(2, 100))["tokens"].shape[:2] == (2, small_overrides("foundry-edge16")["num_groups"])
 
 
 class RecordingRuntime(Runtime):
     """A backend that returns its feed, to see what the base class hands a host-grouped graph."""
 
     def load_impl(self):
-        g, k = self.grouping.num_groups, self.grouping.group_size
+        g, k = self.grouping.preprocessing["num_groups"], self.grouping.preprocessing["group_size"]
         self.inputs = [TensorSpec("neighbourhoods", "float32", ("batch", g, k, 3)),
                        TensorSpec("centers", "float32", ("batch", g, 3))]
 
@@ -93,7 +130,8 @@ class RecordingRuntime(Runtime):
         return feed
 
 
-def test_host_grouping_matches_the_models_own_grouping():
+@pytest.mark.parametrize("normalize", ["centre-unit-sphere", "none"])
+def test_host_grouping_matches_the_models_own_grouping(normalize):
     import torch
 
     from foundry_edge.models import create_model
@@ -102,13 +140,29 @@ def test_host_grouping_matches_the_models_own_grouping():
     model = create_model("foundry-edge16", **small_overrides("foundry-edge16"))
     c = model.config
     grouping = Grouping.from_manifest({"grouping": "host", "preprocessing": {
-        "in_graph": False, "num_groups": c.num_groups, "group_size": c.group_size, "num_points": c.num_points}})
-    points = clouds(2, c.num_points, seed=3) + 5.0  # off-centre: normalisation must happen on the host
+        "in_graph": False, "normalize": normalize, "num_groups": c.num_groups, "group_size": c.group_size,
+        "num_points": c.num_points}})
+    points = clouds(2, c.num_points, seed=3) + 5.0  # off-centre: only a normalising host moves it
     with RecordingRuntime(grouping) as rt:
         feed = rt.infer(points)
-    neighbourhoods, centers = model.tokenizer.group(normalize_cloud(torch.from_numpy(points)))
+    torch_points = torch.from_numpy(points)
+    neighbourhoods, centers = model.tokenizer.group(normalize_cloud(torch_points) if normalize != "none" else torch_points)
     np.testing.assert_allclose(feed["centers"], centers.numpy(), atol=1e-5)
     np.testing.assert_allclose(feed["neighbourhoods"], neighbourhoods.numpy(), atol=1e-5)
+
+
+def test_scalable_host_grouped_export_runs_like_torch(tmp_path):
+    """A large-scene model exported with --grouping host: the runtime groups as the manifest says (scalable)."""
+    pytest.importorskip("fpsample")
+    pytest.importorskip("scipy")
+    onnx_path = export_small(tmp_path, "foundry-edge16", "host", {"grouping": "scalable", "knn_chunk": 4})
+    with open_runtime(onnx_path) as ort_rt, open_runtime(onnx_path.with_name("model.pt")) as torch_rt:
+        assert ort_rt.grouping.preprocessing["method"] == "scalable"
+        assert [s.name for s in ort_rt.inputs] == ["neighbourhoods", "centers"]
+        points = clouds(2, 200, seed=5) + 3.0  # any size and off-centre: the host resamples nothing, normalises
+        got, expected = ort_rt.infer(points), torch_rt.infer(points)
+    failed = [c for c in compare_outputs({k: expected[k] for k in got}, got, "fp32") if not c.passed]
+    assert not failed, [c.to_dict() for c in failed]
 
 
 def test_open_runtime_picks_and_refuses_by_kind(exported):
@@ -154,7 +208,7 @@ def test_cli_run_saves_outputs_and_verify_passes_and_fails(exported, tmp_path, c
     saved = np.load(out)
     assert saved["tokens"].shape[0] == 1 and "assignment" in saved.files
 
-    assert main(["verify", str(onnx_path), "--against", str(onnx_path.with_suffix(".pt")), "--samples", "3"]) == 0
+    assert main(["verify", str(onnx_path), "--against", str(onnx_path.with_name("model.pt")), "--samples", "3"]) == 0
     assert capsys.readouterr().out.strip().endswith("PASSED")
     other = exported("pointjepa-vits")  # another model: the tokens cannot agree
     assert main(["verify", str(onnx_path), "--against", str(other), "--samples", "2"]) == 1

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from _runtime_models import exported  # noqa: F401 (a fixture)
+from conftest import tiny_overrides
 from foundry_edge.errors import FoundryError
 from foundry_edge.runtimes.build import BuildConfig, onnx2engine, parse_shapes, trtexec_command
 from foundry_edge.runtimes.sidecar import check_sidecar, sidecar_path
@@ -46,12 +46,24 @@ def rtx(monkeypatch):
     monkeypatch.setenv("FOUNDRY_EDGE_TRT_MODULE", RTX)
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A small edge student through export_model (128 points, dynamic batch and points), once per module."""
+    pytest.importorskip("torch")
+    from foundry_edge.export import ExportOptions, export_model
+
+    overrides = dict(tiny_overrides("foundry-edge16"), num_points=128, num_groups=8, depth=1, num_supertokens=3,
+                     gate_budget=2)
+    options = ExportOptions(model="foundry-edge16", overrides=overrides, output_dir=tmp_path_factory.mktemp("onnx"),
+                            max_batch=4, trt_check="off")
+    return export_model(options).onnx_path
+
+
 @pytest.fixture
 def onnx_copy(exported, tmp_path):
-    """The small edge student and its manifest in a fresh folder (builds write beside it)."""
-    src = exported("foundry-edge16")
+    """The exported model and its manifest in a fresh folder (builds write beside it)."""
     for suffix in (".onnx", ".manifest.json"):
-        shutil.copy(src.with_name(src.stem + suffix), tmp_path / ("model" + suffix))
+        shutil.copy(exported.with_name(exported.stem + suffix), tmp_path / ("model" + suffix))
     return tmp_path / "model.onnx"
 
 
@@ -65,13 +77,14 @@ def test_build_writes_plan_sidecar_and_trtexec_line(rtx, onnx_copy, precision):
     side = json.loads(sidecar_path(plan).read_text())
     assert side["precision"] == precision and side["strongly_typed"] is True
     assert side["device"]["tensorrt_module"] == RTX
-    assert side["profiles"][0]["points"] == {"min": [1, 128, 3], "opt": [2, 128, 3], "max": [4, 128, 3]}
+    # the manifest's profiles: batch 1/1/4, points from max(G, K) to 4 x the traced 128
+    assert side["profiles"][0]["points"] == {"min": [1, 8, 3], "opt": [1, 128, 3], "max": [4, 512, 3]}
     from foundry_edge.fileio import sha256_file
 
     assert side["plan"]["sha256"] == sha256_file(plan) and side["onnx"]["sha256"] == sha256_file(onnx_copy)
     assert side["model"]["inputs"][0]["name"] == "points"
     line = result.trtexec.read_text()
-    assert "--minShapes=points:1x128x3" in line and "--maxShapes=points:4x128x3" in line and "--stronglyTyped" in line
+    assert "--minShapes=points:1x8x3" in line and "--maxShapes=points:4x512x3" in line and "--stronglyTyped" in line
     assert "--memPoolSize=workspace:256" in line
     if precision == "fp16":  # strongly typed FP16 = an FP16 ONNX built beside the plan, with FP32 islands
         import onnx
@@ -109,7 +122,7 @@ def test_bad_builds_fail_clearly_and_leave_no_plan(rtx, onnx_copy):
         onnx2engine(onnx_copy, plan, BuildConfig(precision="fp32", min_shapes={"points": (4, 128, 3)},
                                                  max_shapes={"points": (2, 128, 3)}), log=lambda _: None)
     with pytest.raises(FoundryError, match="does not fit"):
-        onnx2engine(onnx_copy, plan, BuildConfig(precision="fp32", max_shapes={"points": (4, 99, 3)}), log=lambda _: None)
+        onnx2engine(onnx_copy, plan, BuildConfig(precision="fp32", max_shapes={"points": (4, 128, 2)}), log=lambda _: None)
     with pytest.raises(FoundryError, match="--allow-gpu-fallback needs --dla-core"):
         onnx2engine(onnx_copy, plan, BuildConfig(allow_gpu_fallback=True), log=lambda _: None)
     assert not plan.exists() and not sidecar_path(plan).exists()
@@ -118,11 +131,17 @@ def test_bad_builds_fail_clearly_and_leave_no_plan(rtx, onnx_copy):
 
 @pytest.mark.trt
 @needs_rtx
+@pytest.mark.filterwarnings("ignore:model.onnx has no manifest")
 def test_onnx_without_manifest_builds_from_its_graph(rtx, onnx_copy):
     onnx_copy.with_name("model.manifest.json").unlink()
-    with pytest.warns(UserWarning, match="no manifest"):
-        result = onnx2engine(onnx_copy, onnx_copy.with_name("bare.plan"), BuildConfig(precision="fp32"), log=lambda _: None)
-    assert result.sidecar_data["profiles"][0]["points"]["max"] == [8, 128, 3]
+    bare = onnx_copy.with_name("bare.plan")
+    with pytest.raises(FoundryError, match="dynamic axis 'num_points' with no profile"):  # batch alone defaults
+        onnx2engine(onnx_copy, bare, BuildConfig(precision="fp32"), log=lambda _: None)
+    shapes = {"points": (1, 128, 3)}
+    config = BuildConfig(precision="fp32", min_shapes=shapes, opt_shapes=shapes, max_shapes={"points": (8, 256, 3)})
+    result = onnx2engine(onnx_copy, bare, config, log=lambda _: None)
+    assert result.sidecar_data["profiles"][0]["points"]["max"] == [8, 256, 3]
+    assert result.sidecar_data["model"]["grouping"] == "graph"
 
 
 def test_missing_tensorrt_names_the_fix(monkeypatch, onnx_copy):
@@ -142,6 +161,26 @@ def test_sidecar_mismatch_is_refused_with_a_rebuild_hint():
     with pytest.warns(UserWarning, match="built on Orin"):
         check_sidecar(built, {"tensorrt_module": "tensorrt", "tensorrt": "10.3.0", "compute_capability": "8.7",
                               "gpu": "Orin NX"})
+
+
+def test_implicit_calibrator_gets_clouds_drawn_at_the_models_point_count(onnx_copy):
+    """Calibration clouds are drawn at the manifest's num_points, not drawn at 1024 and resampled again."""
+    from types import SimpleNamespace
+
+    from foundry_edge.calibration.feeds import open_clouds, prepare, preprocessing_from
+    from foundry_edge.runtimes.build import attach_calibrator
+    from foundry_edge.runtimes.model_info import read_model_info
+
+    trt = SimpleNamespace(__version__="10.3.0", IInt8EntropyCalibrator2=type("Base", (), {}),
+                          BuilderFlag=SimpleNamespace(FP16=1, INT8=2))  # TensorRT 10: has implicit calibrators
+    info, builder_config = read_model_info(onnx_copy), SimpleNamespace()
+    config = BuildConfig(precision="int8", calib=["synthetic"], calib_samples=4)
+    calibrator = attach_calibrator(trt, builder_config, info, config, has_qdq=False, log=lambda _: None)
+    assert builder_config.int8_calibrator is calibrator
+    pre = preprocessing_from(info.manifest)
+    expected = prepare(open_clouds(["synthetic"], 4, "calibration", num_points=pre.num_points), pre, ["points"])
+    assert [f["points"].shape for f in calibrator.feeds] == [(4, 128, 3)]
+    np.testing.assert_array_equal(calibrator.feeds[0]["points"], expected[0]["points"])
 
 
 def test_trtexec_line_for_weakly_typed_int8_on_dla():
@@ -211,7 +250,7 @@ def test_engine_matches_onnx_runtime_on_a_gpu(exported, tmp_path, cuda_graph):
     from foundry_edge.runtimes import open_runtime
     from foundry_edge.runtimes.compare import compare_outputs
 
-    onnx_path = exported("foundry-edge16")
+    onnx_path = exported
     plan = tmp_path / "model.plan"
     onnx2engine(onnx_path, plan, BuildConfig(precision="fp32"), log=lambda _: None)
     points = np.random.default_rng(0).normal(size=(3, 128, 3)).astype(np.float32)
