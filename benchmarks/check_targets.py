@@ -91,8 +91,10 @@ def show(value, unit: str) -> str:
 
 def markdown(report: dict, rows: list[dict]) -> str:
     peak = report["machine"]["matmul_peak"].get("gflops")
+    load = report["machine"].get("load_average")
     lines = [f"Median ms per batch, {report['machine']['cpu']}, {report['settings']['threads']} threads, "
-             f"fp32 matmul peak {peak:.0f} GFLOP/s, {report['created']}:", ""] + latency_table(report)
+             f"fp32 matmul peak {peak:.0f} GFLOP/s, {report['created']}"
+             + (f", load average {load[1]:.1f} at the end" if load else "") + ":", ""] + latency_table(report)
     lines += ["", "| target | case | measured | needed | met | where the time goes (ORT, top operators) |",
               "|---|---|---:|---:|---|---|"]
     for r in rows:

@@ -109,6 +109,7 @@ def machine_facts(threads: int) -> dict:
         "cpu": cpu_model(), "logical_cores": os.cpu_count(), "physical_cores": physical,
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "threads_used": threads, "ram_bytes": ram_bytes(), "gpus": gpus(), "jetson": jetson_state(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,  # other work competing
         "python_executable": sys.executable, "versions": versions(),
     }
 

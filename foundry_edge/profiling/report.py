@@ -107,6 +107,10 @@ def _f(value, fmt: str = ".2f", none: str = "-") -> str:
     return none if value is None else format(value, fmt)
 
 
+def _loads(values) -> str:
+    return "-" if not values else "/".join(f"{v:.1f}" for v in values)
+
+
 def _mib(value) -> str:
     return "-" if value is None else f"{value / 2**20:.1f}"
 
@@ -119,7 +123,9 @@ def to_markdown(report: dict) -> str:
         "# foundry-edge profile", "",
         f"Created {report['created']} in {report['duration_s']:.0f} s on {m['cpu']} ({m['usable_cores']} usable cores, "
         f"{_f(m['ram_bytes'] and m['ram_bytes'] / 2**30, '.1f')} GiB RAM), {s['threads']} threads. "
-        f"GPU: {', '.join(g['name'] for g in m['gpus']) or 'none'}.", "",
+        f"GPU: {', '.join(g['name'] for g in m['gpus']) or 'none'}. Load average (1, 5, 15 min) at the start "
+        f"{_loads(m.get('load_average_start'))}, at the end {_loads(m.get('load_average'))}: other work on the "
+        "machine slows every figure.", "",
         f"- Timed: {s['timed']}.",
         f"- Threads: {s['thread_settings']}.",
         f"- Warm-up {s['warmup_s']} s, then " + (f"{s['iterations']} iterations" if s["iterations"] else

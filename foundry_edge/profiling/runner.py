@@ -149,6 +149,7 @@ def run_profile(config: ProfileConfig, progress: Progress | None = None) -> dict
 
     progress = progress or (lambda label: None)
     started = time.time()
+    load_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     with Tegrastats() as tegrastats:
         progress("matmul peak")
         peak = run_worker({"kind": "matmul-peak", "threads": config.threads, "size": config.matmul_size,
@@ -159,7 +160,7 @@ def run_profile(config: ProfileConfig, progress: Progress | None = None) -> dict
                         for subject, runtime, points, batch in plan(config)]
         operators = operator_profiles(config, models, progress) if config.operators else []
     facts = machine_facts(config.threads)
-    facts["tegrastats"] = tegrastats.lines
+    facts.update(tegrastats=tegrastats.lines, load_average_start=load_start)
     return report.build(config, facts, peak, models, measurements, operators, notes, started)
 
 
