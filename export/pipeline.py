@@ -156,6 +156,9 @@ def _load(spec, overrides: dict, options: ExportOptions, log):
     from foundry_edge.resolve import load_model
 
     if isinstance(spec, torch.nn.Module):
+        if overrides:
+            raise FoundryError("overrides apply to presets only; a PointModel passed in Python is exported as it "
+                               "is: build it with the fields you want instead")
         log(f"load: {spec.config.name} (a PointModel passed in Python)")
         return spec.eval(), {"source": "python object", "name": spec.config.name}
     log(f"load: {spec}")

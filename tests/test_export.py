@@ -235,6 +235,15 @@ def test_cli_refuses_bad_input_in_one_line(argv, message, capsys, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_a_python_model_is_exported_as_it_is(tmp_path):
+    from foundry_edge.export import ExportOptions, export_model
+    from foundry_edge.models import create_model
+
+    model = create_model("foundry-edge16", **small("foundry-edge16"))
+    with pytest.raises(FoundryError, match="overrides apply to presets only"):
+        export_model(ExportOptions(model=model, output_dir=tmp_path, overrides={"depth": 2}))
+
+
 def test_cli_refuses_a_hostile_checkpoint(tmp_path, capsys):
     import torch
 
