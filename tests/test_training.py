@@ -67,6 +67,15 @@ def test_distillation_lowers_the_loss_on_a_fixed_batch(teacher_path, tmp_path):
     assert [r["step"] for r in log] == list(range(1, 13))
 
 
+def test_gated_student_pays_the_gate_term(teacher_path, clouds, tmp_path):
+    overrides = dict(tiny_overrides("foundry-gate16"), output_dim=TINY["embed_dim"])
+    result, _ = distill(str(teacher_path), "foundry-gate16", clouds, tmp_path, overrides=overrides,
+                        train=quick(steps=2), cfg=distill_module.DistillConfig(lambda_gate=0.5), log=lambda s: None)
+    last = result.records[-1]
+    assert 0.0 < last["gate_prob"] < 1.0
+    assert last["loss"] == pytest.approx(last["recon"] - 0.5 * last["gate_prob"], rel=1e-5)
+
+
 def test_nan_stops_keeps_the_checkpoint_and_resume_matches_an_uninterrupted_run(teacher_path, clouds, tmp_path,
                                                                                monkeypatch):
     full, _ = distill(str(teacher_path), "foundry-edge16", clouds, tmp_path / "full", overrides=STUDENT,
