@@ -75,7 +75,7 @@ def _finish(command: str, result, out: Path) -> None:
 
     if result.rank != 0:
         return
-    model_path = save_checkpoint(out / "model.pt", result.model, provenance=plain_provenance({"source": command}))
+    model_path = save_checkpoint(out / "model.pt", result.model, provenance=plain_provenance(result.provenance))
     last = result.records[-1] if result.records else {}
     _say(f"{command}: done in {result.seconds:.1f} s, final loss {last.get('loss', float('nan')):.4f}; wrote "
          f"{model_path} ({_size(model_path)}), {result.checkpoint} ({_size(result.checkpoint)}), {out / 'log.jsonl'}")

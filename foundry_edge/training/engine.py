@@ -83,6 +83,7 @@ class TrainResult:
     seconds: float
     rank: int = 0
     world_size: int = 1
+    provenance: dict = field(default_factory=dict)  # the job's, for the final weights
 
 
 @dataclass
@@ -209,7 +210,8 @@ def _run(job: Job, cfg: TrainConfig, ctx: DistContext) -> TrainResult:
                 last_good = (checkpoint, step)
     _share_rank0_buffers(model, ctx)
     model.eval()
-    return TrainResult(model, records, checkpoint, time.perf_counter() - started, ctx.rank, ctx.world_size)
+    return TrainResult(model, records, checkpoint, time.perf_counter() - started, ctx.rank, ctx.world_size,
+                       job.provenance)
 
 
 def _batches(dataset, cfg: TrainConfig, ctx: DistContext, start_step: int):
