@@ -1,21 +1,22 @@
 """Does TensorRT's ONNX parser take this graph? Parse it, then list the nodes TensorRT refuses.
 
 Works with full TensorRT (8.5 to 11) and with TensorRT-RTX, whose parser and builder run without a GPU
-(a graph check only: RTX is a different product than TensorRT for Jetson). Two traps measured in
-research/this-machine.md: keep a Python reference to the network (a temporary one segfaults) and
-use a fresh parser for `supports_model_v2` after a parse.
+(a graph check only: RTX is a different product than TensorRT for Jetson). Every TensorRT version
+branch (network flags, error fields, supports_model_v2) lives in runtimes/trt_compat.py. One trap
+measured in research/this-machine.md: keep a Python reference to the network (a temporary one segfaults).
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from foundry_edge.errors import MissingDependencyError
-from foundry_edge.runtimes.trt_compat import create_network
+from foundry_edge.runtimes.trt_compat import (
+    create_network, find_tensorrt, module_name, parser_errors, refused_node_indices, version,
+)
 
-MODULES = ("tensorrt", "tensorrt_rtx")
+__all__ = ["TrtCheckResult", "check_with_tensorrt", "find_tensorrt"]
 
 
 @dataclass
@@ -38,42 +39,18 @@ class TrtCheckResult:
         return head + "; ".join(problems[:5]) + (f" and {len(problems) - 5} more" if len(problems) > 5 else "")
 
 
-def find_tensorrt():
-    """The first importable of tensorrt, tensorrt_rtx; None when neither is installed."""
-    for name in MODULES:
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    return None
-
-
-def parser_errors(parser) -> list:
-    errors = []
-    for i in range(parser.num_errors):
-        error = parser.get_error(i)
-        where = error.node_name() if hasattr(error, "node_name") else f"node {error.node()}"
-        op = f" ({error.node_operator()})" if hasattr(error, "node_operator") else ""
-        errors.append(f"{where}{op}: {error.desc()}")
-    return errors
-
-
 def _unsupported_nodes(trt, builder, logger, path: Path) -> list:
-    """Nodes in subgraphs that supports_model_v2 reports unsupported (TensorRT >= 10, RTX)."""
+    """"name (op)" of the nodes in subgraphs TensorRT reports unsupported (empty where it cannot say)."""
     import onnx
 
     network = create_network(trt, builder)  # kept referenced for the parser's lifetime
     parser = trt.OnnxParser(network, logger)
-    if not hasattr(parser, "supports_model_v2"):
-        return []
-    if parser.supports_model_v2(path.read_bytes(), str(path)):
+    refused = refused_node_indices(parser, path.read_bytes(), str(path))
+    if refused is None:
         return []
     nodes = onnx.load(str(path), load_external_data=False).graph.node
-    refused = []
-    for i in range(parser.num_subgraphs):
-        if not parser.is_subgraph_supported(i):
-            refused += [f"{nodes[j].name} ({nodes[j].op_type})" for j in parser.get_subgraph_nodes(i)]
-    return refused or parser_errors(parser) or ["the model (no subgraph named)"]
+    named = [f"{nodes[j].name} ({nodes[j].op_type})" for j in refused]
+    return named or parser_errors(parser) or ["the model (no subgraph named)"]
 
 
 def check_with_tensorrt(path, trt=None) -> TrtCheckResult:
@@ -91,7 +68,6 @@ def check_with_tensorrt(path, trt=None) -> TrtCheckResult:
     parsed = bool(parser.parse_from_file(str(path)))
     errors = parser_errors(parser)
     unsupported = _unsupported_nodes(trt, builder, logger, path) if parsed else []
-    result = TrtCheckResult(trt.__name__.split(".")[0], getattr(trt, "__version__", "unknown"), parsed,
-                            errors, unsupported)
+    result = TrtCheckResult(module_name(trt), version(trt), parsed, errors, unsupported)
     del parser, network  # the parser before the network it fills
     return result

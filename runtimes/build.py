@@ -181,11 +181,9 @@ def parse_network(trt, builder, onnx_path: Path, logger):
     network = trt_compat.create_network(trt, builder)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
-        from foundry_edge.export.trt_check import parser_errors
-
-        errors = "; ".join(parser_errors(parser))
+        errors = "; ".join(trt_compat.parser_errors(parser))
         raise FoundryError(f"TensorRT {trt_compat.version(trt)} could not parse {onnx_path.name}: {errors}: "
-                           "check the opset (18-20) and `foundry-edge export` checks")
+                           "re-export for this TensorRT (`foundry-edge export --target trt8.5|trt8.6|trt10|trt11`)")
     return network, parser
 
 

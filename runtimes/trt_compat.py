@@ -8,6 +8,8 @@
 | layer precision         | layer.precision + constraints  | same                  | removed                      |
 | workspace               | set_memory_pool_limit          | same                  | same                         |
 | device memory           | device_memory_size             | device_memory_size_v2 | device_memory_size_v2        |
+| parser errors by node   | node index (older parsers)     | node name + operator  | node name + operator         |
+| supports_model_v2       | no                             | yes                   | yes                          |
 (../shared/research/deploy-stack.md). `FOUNDRY_EDGE_TRT_MODULE=tensorrt_rtx` (or `module=`) loads
 TensorRT-RTX in place of TensorRT, for parser and builder checks on machines without TensorRT.
 """
@@ -21,6 +23,7 @@ from typing import Iterable, List, Optional, Set
 from foundry_edge.errors import FoundryError, MissingDependencyError
 
 ENV_MODULE = "FOUNDRY_EDGE_TRT_MODULE"
+GRAPH_CHECK_MODULES = ("tensorrt", "tensorrt_rtx")  # either parser can check a graph
 # Layer kinds whose FP16 results go wrong first: LayerNorm/softmax reductions overflow, argmax decisions flip.
 FP32_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX", "REDUCE", "TOPK")
 
@@ -35,6 +38,16 @@ def import_tensorrt(module: Optional[str] = None):
             f"expected the TensorRT Python module {name!r}, could not import it ({exc}): on Jetson use a venv "
             "made with `python3 -m venv --system-site-packages` so JetPack's TensorRT is visible; for graph "
             f"checks only, set {ENV_MODULE}=tensorrt_rtx") from None
+
+
+def find_tensorrt():
+    """The first importable of GRAPH_CHECK_MODULES, for parser checks; None when neither is installed."""
+    for name in GRAPH_CHECK_MODULES:
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    return None
 
 
 def module_name(trt) -> str:
@@ -61,6 +74,27 @@ def create_network(trt, builder):
     if hasattr(creation, "EXPLICIT_BATCH") and not hasattr(creation, "STRONGLY_TYPED"):  # 8.x only
         flags = 1 << int(creation.EXPLICIT_BATCH)
     return builder.create_network(flags)
+
+
+def parser_errors(parser) -> List[str]:
+    """The parser's errors as "node (op): message"; older parsers give only the node index."""
+    errors = []
+    for i in range(parser.num_errors):
+        error = parser.get_error(i)
+        where = error.node_name() if hasattr(error, "node_name") else f"node {error.node()}"
+        op = f" ({error.node_operator()})" if hasattr(error, "node_operator") else ""
+        errors.append(f"{where}{op}: {error.desc()}")
+    return errors
+
+
+def refused_node_indices(parser, data: bytes, path: str) -> Optional[List[int]]:
+    """ONNX node indices that `supports_model_v2` refuses (TensorRT >= 10, RTX); None where the model is
+    supported or the parser predates supports_model_v2. Pass a parser that has not parsed yet
+    (after a parse supports_model_v2 misreports: research/this-machine.md)."""
+    if not hasattr(parser, "supports_model_v2") or parser.supports_model_v2(data, path):
+        return None
+    return [j for i in range(parser.num_subgraphs) if not parser.is_subgraph_supported(i)
+            for j in parser.get_subgraph_nodes(i)]
 
 
 def set_workspace(trt, config, mib: int) -> None:
