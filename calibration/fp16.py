@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Iterable, Optional
 
-from foundry_edge.calibration.graph import ensure_node_names, find_exclusions, rename_inputs
+from foundry_edge.calibration.graph import ensure_node_names, find_exclusions, reads, rename_inputs, subgraphs
 from foundry_edge.errors import FoundryError, require
 from foundry_edge.fileio import atomic_path
 
@@ -39,29 +39,27 @@ def convert_to_fp16(src: str | Path, dst: str | Path, keep_fp32: Optional[Iterab
     with warnings.catch_warnings():  # its per-constant notes on clamping eps (1e-12) and FPS's inf to FP16 range
         warnings.filterwarnings("ignore", module="onnxconverter_common")
         half = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=sorted(exclusions.nodes))
-    _drop_round_trips(half)
+    _drop_round_trips(half, exclusions.nodes)
     with atomic_path(dst) as out:
         onnx.save(half, str(out))
     return {"fp32_nodes": sorted(exclusions.nodes), "rules": exclusions.rules}
 
 
 def _detach_outputs(model) -> None:
-    """Give each graph output read inside the graph an Identity of its own.
+    """Give each graph output an Identity of its own.
 
     onnxconverter-common keeps an output FP32 (keep_io_types) but still types the nodes reading it as
-    FP16, which ORT refuses ("Type (tensor(float16)) of output arg ... does not match"); the inside
-    nodes now read an internal FP16 copy and only the Identity feeds the FP32 output.
+    FP16, which ORT refuses ("Type (tensor(float16)) of output arg ... does not match"), and types an
+    output that a kept-FP32 node writes directly as FP16; the nodes now write an internal tensor and
+    only the Identity feeds the FP32 output.
     """
     from onnx import helper
 
-    read = {name for node in model.graph.node for name in node.input}
     for output in model.graph.output:
-        if output.name not in read:
-            continue
         inner = f"{output.name}__inner"
         for node in model.graph.node:
             node.output[:] = [inner if o == output.name else o for o in node.output]
-        rename_inputs(model, output.name, inner)
+        rename_inputs(model.graph.node, output.name, inner)
         model.graph.node.append(helper.make_node("Identity", [inner], [output.name], name=f"{output.name}__output"))
 
 
@@ -70,26 +68,37 @@ def _cast_to(node) -> Optional[int]:
     return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
 
 
-def _drop_round_trips(model) -> int:
+def _drop_round_trips(model, blocked) -> int:
     """Turn every Cast(FP32) of [Identity of] a Cast(FP16) of an FP32 tensor into an Identity of that
-    tensor (exact, as in the FP32 graph), then remove the casts nothing reads; returns how many."""
+    tensor (exact, as in the FP32 graph), point the FP32 bodies of `blocked` Loop/If nodes at the FP32
+    tensors they read by name, then remove the casts nothing reads; returns how many were rewired."""
     import onnx
 
     float32, float16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
     typed = onnx.shape_inference.infer_shapes(model).graph
     dtype = {v.name: v.type.tensor_type.elem_type for v in (*typed.input, *typed.value_info, *typed.output)}
     producer = {out: node for node in model.graph.node for out in node.output}
-    rewired = 0
-    for node in model.graph.node:
-        if _cast_to(node) != float32:
-            continue
-        source = producer.get(node.input[0])
+
+    def fp32_source(name: str) -> Optional[str]:
+        """The FP32 tensor `name` is an FP16 copy of (through Identities), else None."""
+        source = producer.get(name)
         while source is not None and source.op_type == "Identity":
             source = producer.get(source.input[0])
         if source is not None and _cast_to(source) == float16 and dtype.get(source.input[0]) == float32:
-            node.op_type, node.input[0] = "Identity", source.input[0]
+            return source.input[0]
+        return None
+
+    rewired = 0
+    for node in model.graph.node:
+        if _cast_to(node) == float32 and fp32_source(node.input[0]):
+            node.op_type, node.input[0] = "Identity", fp32_source(node.input[0])
             del node.attribute[:]
             rewired += 1
+        if node.name in blocked:  # its body stayed FP32 but reads outer names the converter made FP16
+            for name in filter(fp32_source, reads(node)[len(node.input):]):
+                for body in subgraphs(node):
+                    rename_inputs(body.node, name, fp32_source(name))
+                rewired += 1
     _remove_unread(model, ("Cast", "Identity"))
     return rewired
 
@@ -97,9 +106,14 @@ def _drop_round_trips(model) -> int:
 def _remove_unread(model, op_types) -> None:
     """Drop nodes of `op_types` whose outputs nothing reads (repeatedly: chains die from the end)."""
     while True:
-        read = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+        read = _read_names(model.graph)
         keep = [n for n in model.graph.node if n.op_type not in op_types or any(o in read for o in n.output)]
         if len(keep) == len(model.graph.node):
             return
         del model.graph.node[:]
         model.graph.node.extend(keep)
+
+
+def _read_names(graph) -> set:
+    """Every tensor name `graph` reads or outputs, its subgraphs' outer reads included."""
+    return {o.name for o in graph.output} | {name for node in graph.node for name in reads(node)}

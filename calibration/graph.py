@@ -47,17 +47,44 @@ def ensure_node_names(model) -> None:
         seen.add(node.name)
 
 
-def rename_inputs(model, old: str, new: str) -> None:
-    """Make every node that reads tensor `old` read `new` instead."""
-    for node in model.graph.node:
+def rename_inputs(nodes, old: str, new: str) -> None:
+    """Make every node in `nodes` that reads tensor `old` read `new` instead, in their subgraphs too."""
+    for node in nodes:
         node.input[:] = [new if name == old else name for name in node.input]
+        for graph in subgraphs(node):
+            rename_inputs(graph.node, old, new)
+
+
+def subgraphs(node) -> list:
+    """The bodies of a Loop / If / Scan node (empty for other nodes)."""
+    import onnx
+
+    return [g for attr in node.attribute
+            for g in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs))]
+
+
+def reads(node) -> List[str]:
+    """A node's inputs, plus the outer tensors its subgraphs read by name (a Loop body's implicit inputs)."""
+    outer, made = [], {""}
+    for graph in subgraphs(node):
+        made |= {v.name for v in graph.input} | {i.name for i in graph.initializer}
+        for inner in graph.node:
+            outer += [name for name in reads(inner) if name not in made]
+            made.update(inner.output)
+        outer += [v.name for v in graph.output if v.name not in made]
+    return list(node.input) + sorted(set(outer))
+
+
+def holds_decision(node) -> bool:
+    """A decision op, or a Loop / If / Scan with one inside (the scalable FPS loop's ArgMax)."""
+    return node.op_type in DECISION_OPS or any(holds_decision(n) for g in subgraphs(node) for n in g.node)
 
 
 def constant_tensors(model) -> set:
     """Names of tensors computable without the graph inputs (initializers, Constant, and their products)."""
     const = {init.name for init in model.graph.initializer} | {""}
     for node in model.graph.node:  # ONNX nodes are topologically sorted
-        if node.op_type == "Constant" or all(name in const for name in node.input):
+        if node.op_type == "Constant" or all(name in const for name in reads(node)):
             const.update(node.output)
     return const
 
@@ -68,8 +95,7 @@ def decision_inputs(model) -> Dict[str, str]:
     const = constant_tensors(model)
     found: Dict[str, str] = {}
     best: Dict[str, int] = {}  # node -> the most weighted layers still allowed when it was reached
-    stack = [(node, SCORE_LAYERS, f"feeds {node.op_type}") for node in model.graph.node
-             if node.op_type in DECISION_OPS]
+    stack = [(node, SCORE_LAYERS, f"feeds {node.op_type}") for node in model.graph.node if holds_decision(node)]
     while stack:
         node, budget, reason = stack.pop()
         if best.get(node.name, -1) >= budget:
@@ -80,7 +106,7 @@ def decision_inputs(model) -> Dict[str, str]:
         budget -= int(weighted)
         if budget <= 0:
             continue
-        for name in node.input:
+        for name in reads(node):
             if name not in const and name in producer:
                 stack.append((producer[name], budget, reason))
     return found

@@ -200,7 +200,7 @@ def unshare_dequantized(model, quantized: Callable) -> int:
         if q is None or q.op_type != "QuantizeLinear":
             continue
         inner = f"{output.name}_dequantized"
-        rename_inputs(model, output.name, inner)
+        rename_inputs(model.graph.node, output.name, inner)
         dq.output[0] = inner
         producer[inner] = dq
         model.graph.node.append(helper.make_node("Identity", [q.input[0]], [output.name], name=f"{output.name}_fp32"))

@@ -204,6 +204,49 @@ def test_fp16_computes_what_it_keeps_fp32_in_fp32(exported, tmp_path):
     assert not np.allclose(fp16["tokens"], fp32["tokens"], rtol=0, atol=1e-6)  # the rest did go to FP16
 
 
+def _loop_model():
+    """x (4,) -> loop_out = x + 2 x^2 from a Loop whose body reads the outer y = x^2 by name and holds an
+    ArgMax (as the scalable FPS loop does), picks (its ArgMax per trip), and w = y + y outside it."""
+    from onnx import TensorProto, helper
+
+    body = helper.make_graph(
+        [helper.make_node("Add", ["v", "y"], ["s"]), helper.make_node("ArgMax", ["s"], ["best"], keepdims=0),
+         helper.make_node("Identity", ["cond"], ["cond_out"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("v", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("s", TensorProto.FLOAT, [4]),
+         helper.make_tensor_value_info("best", TensorProto.INT64, [])])
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "x"], ["y"], name="square"),
+         helper.make_node("Add", ["y", "y"], ["w"], name="double"),
+         helper.make_node("Loop", ["trips", "go", "x"], ["loop_out", "picks"], name="loop", body=body)],
+        "outer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("loop_out", TensorProto.FLOAT, [4]),
+         helper.make_tensor_value_info("picks", TensorProto.INT64, [2]),
+         helper.make_tensor_value_info("w", TensorProto.FLOAT, [4])],
+        [helper.make_tensor("trips", TensorProto.INT64, [], [2]), helper.make_tensor("go", TensorProto.BOOL, [], [True])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_fp16_keeps_a_decision_loop_and_what_its_body_reads_fp32(tmp_path):
+    """A Loop holding a decision (the scalable FPS) stays FP32, and so does the outer tensor its body reads."""
+    import onnxruntime as ort
+
+    from foundry_edge.calibration.fp16 import convert_to_fp16
+
+    onnx.save(_loop_model(), str(tmp_path / "loop.onnx"))
+    kept = convert_to_fp16(tmp_path / "loop.onnx", tmp_path / "loop.fp16.onnx")["fp32_nodes"]
+    assert {"loop", "square"} <= set(kept) and "double" not in kept
+    x = np.array([1.001, 2.003, 3.007, 0.1], np.float32)
+    fp32, fp16 = (ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+                  for name in ("loop.onnx", "loop.fp16.onnx"))
+    assert [a.dtype for a in fp16] == [np.float32, np.int64, np.float32]  # outputs keep their types
+    np.testing.assert_array_equal(fp16[0], fp32[0])  # computed in FP32 inside and out
+    np.testing.assert_array_equal(fp16[1], fp32[1])
+
+
 def test_host_feeds_follow_the_manifests_grouping_method(rng):
     """A scalable (large-scene) host-grouped model is calibrated on scalable groups, not exact FPS."""
     pytest.importorskip("fpsample")
