@@ -142,6 +142,8 @@ def test_cli_reports_failures_and_exits_non_zero(tmp_path, capsys):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert "neither a preset" in report["measurements"][0]["error"]
     assert main(["profile", "--student", "foundry-s16", "--iterations", "2", "--duration", "1"]) == 2
+    assert main(["profile", "--student", "foundry-s16", "--memory-limit", "lots"]) == 2
+    assert "--memory-limit takes a size such as 4G" in capsys.readouterr().err
 
 
 MEASUREMENT_KEYS = {"model", "spec", "role", "runtime", "points", "batch", "status", "error", "latency_ms", "samples_ms",

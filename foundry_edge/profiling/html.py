@@ -58,7 +58,7 @@ def _speedup_plot(comparisons):
     for i, key in enumerate(keys):
         found = {c["points"]: c for c in comparisons if (c["student"], c["runtime"], c["batch"]) == key}
         xs = [g + (i - (len(keys) - 1) / 2) * width for g in range(len(groups)) if groups[g] in found]
-        bars = ax.bar(xs, [found[p]["speedup"] for p in groups if p in found], width, label=" ".join(map(str, key)))
+        bars = ax.bar(xs, [found[p]["speedup"] for p in groups if p in found], width, label=f"{key[0]} {key[1]} B{key[2]}")
         ratios = [found[p]["flops_ratio"] for p in groups if p in found]
         if all(ratios):
             ax.scatter(xs, ratios, marker="_", s=300, color="black")
