@@ -1,8 +1,9 @@
 """torch -> ONNX for foundry-edge models: `export_model(ExportOptions(...)) -> ExportResult`.
 
 Steps as plain functions, each usable alone: `torch2onnx` (export/torch2onnx.py), `simplify_onnx`
-(simplify.py), `validate_onnx` (validate.py), `check_with_tensorrt` (trt_check.py); each model's
-export declaration in onnx_config.py; the manifest sidecar in manifest.py. Importing this package
+(simplify.py), `apply_rewrites` (rewrites.py, what targets.py says a TensorRT version needs),
+`validate_onnx` (validate.py), `check_with_tensorrt` (trt_check.py); each model's export declaration
+in onnx_config.py; the manifest sidecar in manifest.py. Importing this package
 does not import torch.
 """
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from foundry_edge.export.targets import DEFAULT_TARGET, EXPORTER_OPSETS
 from foundry_edge.models.config import ModelConfig
 from foundry_edge.runtimes.base import TensorSpec  # the runtimes' spec: a string dim is dynamic
 
@@ -53,8 +54,14 @@ class PointModelOnnxConfig:
     dynamic_points: bool
     max_batch: int
     max_points: int
-    opset: int
+    opset: int  # the written file's; export/targets.py says which the target takes
+    target: str = DEFAULT_TARGET  # the TensorRT the file is for (export/targets.py)
     tolerances: Tolerances = field(default_factory=Tolerances)
+
+    @property
+    def export_opset(self) -> int:
+        """The opset the exporter writes: opset 17 is reached from 18 by export/rewrites.py."""
+        return max(self.opset, min(EXPORTER_OPSETS))
 
     @property
     def min_points(self) -> int:

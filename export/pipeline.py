@@ -18,7 +18,8 @@ from typing import Any, Callable, Optional
 from foundry_edge.errors import FoundryError, require
 from foundry_edge.export.manifest import build_manifest, manifest_path, write_manifest
 from foundry_edge.export.onnx_config import GROUPINGS, PointModelOnnxConfig, available_outputs
-from foundry_edge.export.validate import OPSETS, CheckResult
+from foundry_edge.export.targets import DEFAULT_TARGET, get_target, opset_problem
+from foundry_edge.export.validate import CheckResult
 from foundry_edge.fileio import write_bytes_atomic
 
 TRT_CHECK_MODES = ("auto", "on", "off")
@@ -33,7 +34,8 @@ class ExportOptions:
     teacher: Any = None  # also export this teacher (same kinds of spec) as teacher.onnx
     overrides: dict = field(default_factory=dict)  # preset fields, e.g. {"num_supertokens": 8}
     teacher_overrides: dict = field(default_factory=dict)
-    opset: int = 18
+    target: str = DEFAULT_TARGET  # the TensorRT the file is for: trt8.5, trt8.6, trt10, trt11 (export/targets.py)
+    opset: Optional[int] = None  # default: the target's (17 for trt8.x, else 18)
     num_points: Optional[int] = None  # points per cloud to trace at; default: the model's
     batch: int = 2  # trace batch (the static batch with a static batch)
     static: bool = False  # static batch and point count
@@ -50,8 +52,11 @@ class ExportOptions:
     seed: int = 0  # weights of a preset (random initialisation) and the example clouds
 
     def resolved(self) -> "ExportOptions":
-        """A copy with the dynamic axes decided; refuses contradicting options (one line each)."""
-        problems = [message for bad, message in _option_conflicts(self) if bad]
+        """A copy with the opset and dynamic axes decided; refuses contradicting options (one line each)."""
+        target = get_target(self.target)
+        opset = target.default_opset if self.opset is None else self.opset
+        problems = [opset_problem(target, opset)] + [message for bad, message in _option_conflicts(self) if bad]
+        problems = [message for message in problems if message]
         if problems:
             raise FoundryError("; ".join(problems))
         dynamic_batch = (not self.static) if self.dynamic_batch is None else self.dynamic_batch
@@ -60,14 +65,12 @@ class ExportOptions:
         if dynamic_batch and self.batch < 2:
             raise FoundryError(f"a dynamic batch is traced at batch >= 2 (a batch of 1 can export a static batch), "
                                f"got batch {self.batch}: pass --batch 2 or --static-batch")
-        return dataclasses.replace(self, dynamic_batch=dynamic_batch, dynamic_points=dynamic_points)
+        return dataclasses.replace(self, opset=opset, dynamic_batch=dynamic_batch, dynamic_points=dynamic_points)
 
 
 def _option_conflicts(o: ExportOptions) -> list:
     """(is it wrong, what to say) for every combination that cannot work."""
     return [
-        (o.opset not in OPSETS, f"opset {o.opset} is not exported: expected one of {OPSETS} (below 18 the "
-                                "exporter stays at 18; 23 and above emit the Attention op TensorRT rejects)"),
         (o.grouping not in GROUPINGS, f"grouping {o.grouping!r}: expected one of {GROUPINGS}"),
         (o.trt_check not in TRT_CHECK_MODES, f"trt check {o.trt_check!r}: expected one of {TRT_CHECK_MODES}"),
         (o.static and o.dynamic_batch is True, "--static contradicts --dynamic-batch: drop one of them"),
@@ -205,7 +208,7 @@ def onnx_config_for(model_config, options: ExportOptions) -> PointModelOnnxConfi
                            f"{options.grouping} grouping; available: {', '.join(have)}")
     config = PointModelOnnxConfig(model_config, options.grouping, outputs, num_points, options.batch,
                                   options.dynamic_batch, options.dynamic_points, options.max_batch, max_points,
-                                  options.opset)
+                                  options.opset, options.target)
     if num_points < config.min_points:
         raise FoundryError(f"{num_points} points per cloud is below what grouping needs ({config.min_points}: "
                            f"{model_config.num_groups} groups of {model_config.group_size}); raise --points")
@@ -224,16 +227,17 @@ class _Built:
 
 def _build(role: str, model, info: dict, config: PointModelOnnxConfig, options: ExportOptions, work: Path,
            log) -> _Built:
-    """torch2onnx -> simplify_onnx -> metadata -> validate_onnx on a temporary file."""
+    """torch2onnx -> simplify_onnx -> the target's rewrites -> metadata -> validate_onnx on a temporary file."""
     import onnx
     import torch
 
+    from foundry_edge.export.rewrites import apply_rewrites
     from foundry_edge.export.simplify import simplify_onnx
     from foundry_edge.export.torch2onnx import torch2onnx
     from foundry_edge.export.validate import validate_onnx
 
     axes = [name for name, on in (("batch", config.dynamic_batch), ("num_points", config.dynamic_points)) if on]
-    log(f"{role}: torch {torch.__version__} dynamo exporter, opset {config.opset}, {config.grouping} grouping, "
+    log(f"{role}: torch {torch.__version__} dynamo exporter, opset {config.export_opset}, {config.grouping} grouping, "
         f"trace batch {config.batch} x {config.num_points} points, dynamic: {', '.join(axes) or 'none'}")
     start = time.perf_counter()
     proto = torch2onnx(model, config, options.seed)
@@ -243,6 +247,12 @@ def _build(role: str, model, info: dict, config: PointModelOnnxConfig, options: 
         start = time.perf_counter()
         proto, simplifier = simplify_onnx(proto)
         log(f"{role}: simplified with {simplifier} in {time.perf_counter() - start:.1f} s, {_size(proto)}")
+    rewrites = get_target(config.target).rewrites(config.opset)
+    if rewrites:
+        start = time.perf_counter()
+        proto = apply_rewrites(proto, rewrites)
+        log(f"{role}: rewrote for {config.target} with onnx {onnx.__version__} ({', '.join(rewrites)}) in "
+            f"{time.perf_counter() - start:.1f} s, {_size(proto)}")
     _stamp_metadata(proto, model.config, config)
     data = proto.SerializeToString()
     path = work / f"{role}.onnx"
@@ -254,7 +264,7 @@ def _build(role: str, model, info: dict, config: PointModelOnnxConfig, options: 
     failed = sum(not c.passed for c in checks)
     log(f"{role}: {len(checks)} checks in {time.perf_counter() - start:.1f} s, {failed} failed, "
         f"{sum(c.skipped for c in checks)} skipped")
-    manifest = _manifest(model, info, config, options, proto, data, simplifier, checks)
+    manifest = _manifest(model, info, config, options, proto, data, simplifier, rewrites, checks)
     return _Built(role, data, manifest, checks)
 
 
@@ -288,7 +298,7 @@ def _stamp_metadata(proto, model_config, config: PointModelOnnxConfig) -> None:
 
 
 def _manifest(model, info, config: PointModelOnnxConfig, options: ExportOptions, proto, data: bytes,
-              simplifier: str, checks: list) -> dict:
+              simplifier: str, rewrites: tuple, checks: list) -> dict:
     import hashlib
 
     import onnx
@@ -300,15 +310,15 @@ def _manifest(model, info, config: PointModelOnnxConfig, options: ExportOptions,
     if "weights" in info:
         source += f" ({info['weights']})"
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-    export_options = {"opset": options.opset, "batch": config.batch, "dynamic_batch": config.dynamic_batch,
-                      "dynamic_points": config.dynamic_points, "outputs": list(config.outputs),
-                      "simplify": options.simplify, "check": options.check, "trt_check": options.trt_check,
-                      "seed": options.seed}
+    export_options = {"target": config.target, "opset": options.opset, "batch": config.batch,
+                      "dynamic_batch": config.dynamic_batch, "dynamic_points": config.dynamic_points,
+                      "outputs": list(config.outputs), "simplify": options.simplify, "check": options.check,
+                      "trt_check": options.trt_check, "seed": options.seed}
     return build_manifest(
         model={"name": model.config.name, "kind": model.config.kind, "config": model.config.to_dict(),
                "checkpoint": {"source": source, "sha256": info.get("sha256")}},
         onnx={"file": None, "sha256": hashlib.sha256(data).hexdigest(), "opset": opset,
-              "nodes": len(proto.graph.node), "precision": "fp32"},
+              "nodes": len(proto.graph.node), "precision": "fp32", "rewrites": list(rewrites)},
         grouping=config.grouping, preprocessing=config.preprocessing(),
         inputs=[s.to_dict() for s in config.input_specs()], outputs=[s.to_dict() for s in config.output_specs()],
         profiles=config.profiles(),

@@ -1,7 +1,8 @@
 """PyTorch -> ONNX with the dynamo exporter, as research/this-machine.md measured it works.
 
 - `torch.onnx.export(..., dynamo=True, external_data=False)`: one self-contained file.
-- opset 18-20: at 23+ the exporter emits the ONNX Attention op, which TensorRT builders reject.
+- opset 18-20: at 23+ the exporter emits the ONNX Attention op, which TensorRT builders reject; below
+  18 it may silently stay at 18, so opset 17 (TensorRT 8.x) is a conversion afterwards (rewrites.py).
 - an example batch >= 2 where the batch is dynamic: a batch of 1 can silently export a static batch.
 - dynamic axes as torch.export.Dim; the unrolled FPS loop keeps the point count symbolic.
 - constants folded without the exporter's rewrite rules (see fold_constants).
@@ -75,7 +76,7 @@ def _quiet_logger(name: str):
 
 
 def torch2onnx(model, config: PointModelOnnxConfig, seed: int = 0):
-    """PointModel -> onnx.ModelProto (fp32), traced at (config.batch, config.num_points)."""
+    """PointModel -> onnx.ModelProto (fp32) at config.export_opset, traced at (config.batch, config.num_points)."""
     import torch
 
     module = export_module(model, config)
@@ -84,7 +85,7 @@ def torch2onnx(model, config: PointModelOnnxConfig, seed: int = 0):
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_logger("torch.onnx"):
         warnings.simplefilter("ignore")  # the exporter's progress lines, deprecation and torchvision notes
         program = torch.onnx.export(
-            module, args, None, dynamo=True, external_data=False, opset_version=config.opset,
+            module, args, None, dynamo=True, external_data=False, opset_version=config.export_opset,
             input_names=[s.name for s in config.input_specs()], output_names=list(config.outputs),
             dynamic_shapes=dynamic_shapes(config), verbose=False, optimize=False)
     return fold_constants(program.model)

@@ -11,8 +11,8 @@ import numpy as np
 
 from foundry_edge.errors import require
 from foundry_edge.export.onnx_config import PointModelOnnxConfig, example_clouds
+from foundry_edge.export.targets import DEFAULT_TARGET, get_target
 
-OPSETS = (18, 19, 20)
 # Ops the written graph must not hold, and why (research/deploy-stack.md).
 FORBIDDEN_OPS = {
     "OneHot": "not parsed by TensorRT 8.5; the model uses ArgMax + Equal",
@@ -96,16 +96,19 @@ def _constant_values(model) -> dict:
     return values
 
 
-def check_ops(model) -> CheckResult:
-    """No forbidden op, default-domain ops only, opset 18-20, every TopK's K a constant <= 3840."""
+def check_ops(model, target: str = DEFAULT_TARGET) -> CheckResult:
+    """No forbidden op (for `target` too), default-domain ops only, the target's opsets, every TopK's K a
+    constant <= 3840."""
+    trt = get_target(target)
+    forbidden = {**FORBIDDEN_OPS, **trt.forbidden_ops()}
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    problems = [] if opset in OPSETS else [f"opset {opset} (expected one of {OPSETS})"]
+    problems = [] if opset in trt.opsets else [f"opset {opset} (expected one of {sorted(trt.opsets)} for {target})"]
     constants = _constant_values(model)
     counts: dict[str, int] = {}
     for node in model.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
-        if node.op_type in FORBIDDEN_OPS:
-            problems.append(f"{node.op_type} {node.name!r}: {FORBIDDEN_OPS[node.op_type]}")
+        if node.op_type in forbidden:
+            problems.append(f"{node.op_type} {node.name!r}: {forbidden[node.op_type]}")
         if node.domain not in ("", "ai.onnx"):
             problems.append(f"{node.op_type} {node.name!r} in custom domain {node.domain!r}")
         if node.op_type == "TopK":
@@ -117,8 +120,26 @@ def check_ops(model) -> CheckResult:
     metrics = {"opset": opset, "nodes": len(model.graph.node), "topk": counts.get("TopK", 0)}
     if problems:
         return CheckResult("ops", False, "; ".join(problems[:5]), metrics)
-    return CheckResult("ops", True, f"opset {opset}, {len(model.graph.node)} nodes, no OneHot/ScatterND/Attention, "
-                                    f"{counts.get('TopK', 0)} TopK with constant K", metrics)
+    return CheckResult("ops", True, f"opset {opset} for {target}, {len(model.graph.node)} nodes, no "
+                                    f"{'/'.join(forbidden)}, {counts.get('TopK', 0)} TopK with constant K", metrics)
+
+
+def check_reduce_axes(model) -> CheckResult:
+    """Every Reduce* node's axes is an attribute or an initializer: TensorRT 8.x's reduce importers want
+    constant axes and TensorRT 10 rejects an axes input that is not an initializer. Loop bodies too."""
+    from foundry_edge.export.rewrites import graphs, walk
+
+    initializers = {i.name for g in graphs(model.graph) for i in g.initializer}
+    reduces = [n for n in walk(model.graph) if n.op_type.startswith("Reduce")]
+    computed = [f"{n.op_type} {n.name!r} axes {n.input[1]!r}" for n in reduces
+                if len(n.input) > 1 and n.input[1] and n.input[1] not in initializers]
+    as_input = sum(len(n.input) > 1 and bool(n.input[1]) for n in reduces)
+    metrics = {"reduce": len(reduces), "axes_inputs": as_input}
+    if computed:
+        return CheckResult("reduce axes", False, f"computed axes (TensorRT needs constants): {'; '.join(computed[:5])}",
+                           metrics)
+    return CheckResult("reduce axes", True, f"{len(reduces)} Reduce nodes: {len(reduces) - as_input} axes attributes, "
+                                            f"{as_input} initializers", metrics)
 
 
 def compare_outputs(ref: np.ndarray, got: np.ndarray) -> dict:
@@ -164,7 +185,9 @@ def check_parity(path: Path, model, config: PointModelOnnxConfig, seed: int = 0)
     import torch
 
     ort = require("onnxruntime", "cpu")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()  # the graph as written: ORT fuses LayerNorm back even at its basic level
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     results = []
     for i, (batch, points) in enumerate(config.validation_shapes()):
         clouds = example_clouds(batch, points, seed + 1 + i)
@@ -202,7 +225,8 @@ def validate_onnx(path, model, config: PointModelOnnxConfig, *, parity: bool = T
 
     path = Path(path)
     proto = onnx.load(str(path))
-    results = [check_onnx_checker(path), check_shape_inference(proto), check_dims(proto, config), check_ops(proto)]
+    results = [check_onnx_checker(path), check_shape_inference(proto), check_dims(proto, config),
+               check_ops(proto, config.target), check_reduce_axes(proto)]
     if parity:
         results += check_parity(path, model, config, seed)
     else:

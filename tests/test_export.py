@@ -1,5 +1,6 @@
-"""Exports of every preset at tiny size, each with another option mix, checked from the outside:
-the written files, their dims, the ops in the graph, ONNX Runtime at a third shape, the manifest."""
+"""Exports of every preset at tiny size, each with another option mix (every TensorRT target among them),
+checked from the outside: the written files, their dims and opset, the ops in the graph, ONNX Runtime at
+a third shape, the manifest."""
 
 from __future__ import annotations
 
@@ -28,14 +29,16 @@ def small(preset: str, **extra) -> dict:
     return {**out, **extra}
 
 
-# Every preset, each with another option mix (the teacher of foundry-s16 covers pointjepa-vits).
+# Every preset, each with another option mix (the teacher of foundry-s16 covers pointjepa-vits), and
+# every target: trt8.5 (opset 17, LayerNorm decomposed), trt8.6 (17), trt10 (default 18; 17 by conversion), trt11.
 CASES = {
-    "foundry-edge16": dict(overrides=small("foundry-edge16", num_classes=4)),
-    "foundry-gate16": dict(overrides=small("foundry-gate16", num_classes=4)),
-    "foundry-s16": dict(overrides=small("foundry-s16"), teacher="pointjepa-vits",
+    "foundry-edge16": dict(overrides=small("foundry-edge16", num_classes=4), target="trt8.5"),
+    "foundry-gate16": dict(overrides=small("foundry-gate16", num_classes=4), opset=17),
+    "foundry-s16": dict(overrides=small("foundry-s16"), teacher="pointjepa-vits", target="trt8.6",
                         teacher_overrides=small("pointjepa-vits"), grouping="host", static=True),
     "pointmae-vits": dict(overrides=small("pointmae-vits"), opset=19, dynamic_points=False, outputs=("tokens",)),
-    "pointbert-vits": dict(overrides=small("pointbert-vits", grouping="scalable"), opset=20, grouping="host", max_batch=4),
+    "pointbert-vits": dict(overrides=small("pointbert-vits", grouping="scalable"), target="trt11", opset=20,
+                           grouping="host", max_batch=4),
     "foundry-t16": dict(overrides=small("foundry-t16", num_part_classes=3), simplify=False, num_points=160),
     "foundry-s16-kmeans": dict(overrides=small("foundry-s16-kmeans"), static=True, batch=1,
                                outputs=("tokens", "assignment")),
@@ -82,6 +85,31 @@ def resolve_dims(spec: dict, sizes: dict) -> tuple:
     return tuple(sizes[d] if isinstance(d, str) else d for d in spec["shape"])
 
 
+def expected_opset(case: dict) -> int:
+    return case.get("opset") or (17 if case.get("target") in ("trt8.5", "trt8.6") else 18)
+
+
+def assert_fits_target(model, manifest, case: dict):
+    """The opset is the target's; at opset 17 Reduce axes are attributes (ReduceSum: an initializer);
+    LayerNormalization is decomposed for trt8.5 only."""
+    target = case.get("target", "trt10")
+    opset = expected_opset(case)
+    assert manifest["onnx"]["opset"] == opset == model.opset_import[0].version
+    assert manifest["export_options"]["target"] == target and manifest["export_options"]["opset"] == opset
+    initializers = {i.name for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type.startswith("Reduce"):
+            attributes = {a.name for a in node.attribute}
+            if opset == 17 and node.op_type != "ReduceSum":
+                assert len(node.input) == 1 and "axes" in attributes and "noop_with_empty_axes" not in attributes
+            else:
+                assert node.input[1] in initializers
+    layer_norms = sum(node.op_type == "LayerNormalization" for node in model.graph.node)
+    assert (layer_norms == 0) == (target == "trt8.5")
+    assert ("decompose-layernorm" in manifest["onnx"]["rewrites"]) == (target == "trt8.5")
+    assert ("opset17" in manifest["onnx"]["rewrites"]) == (opset == 17)
+
+
 def assert_deployable(artifact, case: dict):
     """What a user of the files relies on, checked without the export's own check code."""
     import onnx
@@ -98,7 +126,7 @@ def assert_deployable(artifact, case: dict):
     model = onnx.load(str(path))
     ops = {node.op_type for node in model.graph.node}
     assert not ops & FORBIDDEN
-    assert manifest["onnx"]["opset"] == case.get("opset", 18) == model.opset_import[0].version
+    assert_fits_target(model, manifest, case)
     dims = lambda v: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
     assert [dims(v) for v in model.graph.output] == [o["shape"] for o in manifest["outputs"]]
     assert [dims(v) for v in model.graph.input] == [i["shape"] for i in manifest["inputs"]]
@@ -163,7 +191,7 @@ def test_same_options_give_byte_identical_files_cli_and_api(exported, tmp_path, 
     api = exported("foundry-edge16").artifacts[0]
     sets = [f"--set={k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
             for k, v in CASES["foundry-edge16"]["overrides"].items()]
-    code = main(["export", "foundry-edge16", "-o", str(tmp_path / "cli"), *sets])
+    code = main(["export", "foundry-edge16", "--target", "trt8.5", "-o", str(tmp_path / "cli"), *sets])
     out = capsys.readouterr().out.strip().splitlines()
     assert code == 0 and out[-1] == "PASSED"
     assert any("torch" in line and "dynamo" in line for line in out)  # each step names what it runs with
@@ -201,8 +229,11 @@ def test_a_failed_export_writes_nothing_without_keep_failed(tmp_path):
 @pytest.mark.parametrize("changes, message", [
     (dict(static=True, dynamic_points=True), "--static contradicts --dynamic-points"),
     (dict(static=True, dynamic_batch=True), "--static contradicts --dynamic-batch"),
-    (dict(opset=17), "opset 17 is not exported"),
-    (dict(opset=23), "Attention op TensorRT rejects"),
+    (dict(target="trt10", opset=16), "opset 16 is not exported for trt10"),
+    (dict(target="trt11", opset=23), "Attention op TensorRT rejects"),
+    (dict(target="trt8.5", opset=19), "--target trt8.5 needs opset 17"),
+    (dict(target="trt8.6", opset=18), "--target trt8.6 needs opset 17"),
+    (dict(target="trt9"), "target 'trt9' is not known"),
     (dict(grouping="host", dynamic_points=True), "no point axis"),
     (dict(grouping="tree"), "grouping 'tree'"),
     (dict(trt_check="maybe"), "trt check 'maybe'"),
@@ -224,6 +255,7 @@ def test_contradicting_options_are_refused_before_exporting(changes, message, tm
     (["export", "no-such-preset"], "neither a preset"),
     (["export", "foundry-edge16", "--static", "--dynamic-points"], "--static contradicts --dynamic-points"),
     (["export", "foundry-edge16", "--opset", "21"], "opset 21"),
+    (["export", "foundry-edge16", "--target", "trt8.5", "--opset", "19"], "--target trt8.5 needs opset 17"),
     (["export", "pointjepa-vits", "--teacher", "pointjepa-vits"], "itself a teacher"),
 ])
 def test_cli_refuses_bad_input_in_one_line(argv, message, capsys, tmp_path):

@@ -10,7 +10,8 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from foundry_edge.errors import FoundryError  # noqa: E402
 from foundry_edge.export.manifest import read_manifest, trtexec_shapes, write_manifest  # noqa: E402
-from foundry_edge.export.validate import check_ops, compare_outputs  # noqa: E402
+from foundry_edge.export.rewrites import decompose_layer_norm, to_opset17  # noqa: E402
+from foundry_edge.export.validate import check_ops, check_reduce_axes, compare_outputs  # noqa: E402
 
 
 def graph_with(nodes, initializers=(), opset=18, inputs=None):
@@ -56,6 +57,85 @@ def test_opset_outside_18_to_20_and_custom_domains_are_refused():
     custom = graph_with([helper.make_node("FurthestPointSampling", ["x"], ["y"], domain="mmcv")])
     custom.opset_import.append(helper.make_opsetid("mmcv", 1))
     assert "custom domain 'mmcv'" in check_ops(custom).detail
+
+
+def test_layer_norm_is_refused_for_trt85_only_and_opset17_only_where_the_target_takes_it():
+    norm = [helper.make_node("LayerNormalization", ["x", "scale"], ["y"], name="ln")]
+    model = graph_with(norm, [const("scale", np.ones(5), np.float32)], opset=17)
+    assert check_ops(model, "trt10").passed and check_ops(model, "trt8.6").passed
+    result = check_ops(model, "trt8.5")
+    assert not result.passed and "LayerNormalization 'ln': TensorRT 8.5 has no importer" in result.detail
+    at18 = graph_with([helper.make_node("Relu", ["x"], ["y"])], opset=18)
+    assert "opset 18 (expected one of [17] for trt8.6)" in check_ops(at18, "trt8.6").detail
+
+
+def run_unfused(model, x):
+    """ONNX Runtime on the graph as written (its fusions would rebuild a LayerNormalization)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})
+
+
+def reduce_graph(axes_input):
+    """Opset 18: y = ReduceSum(ReduceMean(x, axes) ** 2, axes=[0]) with the given ReduceMean axes tensor."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [helper.make_node("ReduceMean", ["x", axes_input], ["m"], name="mean", keepdims=0),
+             helper.make_node("Mul", ["m", "m"], ["sq"]),
+             helper.make_node("ReduceSum", ["sq", "zero"], ["y"], name="sum", keepdims=0)]
+    graph = helper.make_graph(nodes, "g", [x], [y], [const("axes", [1, 2]), const("zero", [0])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_opset17_conversion_makes_reduce_axes_attributes_and_keeps_the_values():
+    pytest.importorskip("onnxruntime")
+    model = reduce_graph("axes")
+    converted = to_opset17(model)
+    onnx.checker.check_model(converted, full_check=True)
+    nodes = {n.name: n for n in converted.graph.node}
+    mean = {a.name: helper.get_attribute_value(a) for a in nodes["mean"].attribute}
+    assert converted.opset_import[0].version == 17 and list(nodes["mean"].input) == ["x"]
+    assert mean["axes"] == [1, 2] and "noop_with_empty_axes" not in mean
+    assert list(nodes["sum"].input) == ["sq", "zero"]  # ReduceSum took axes as an input from opset 13
+    assert [i.name for i in converted.graph.initializer] == ["zero"]  # the moved axes tensor is gone
+    assert check_reduce_axes(converted).passed
+    x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)
+    np.testing.assert_array_equal(run_unfused(converted, x)[0], run_unfused(model, x)[0])
+
+
+def test_computed_reduce_axes_are_refused_by_the_check_and_the_conversion():
+    model = reduce_graph("axes_computed")
+    model.graph.node.insert(0, helper.make_node("Identity", ["axes"], ["axes_computed"]))
+    result = check_reduce_axes(model)
+    assert not result.passed and "ReduceMean 'mean' axes 'axes_computed'" in result.detail
+    with pytest.raises(FoundryError, match="cannot write this graph at opset 17.*--target trt10"):
+        to_opset17(model)
+
+
+@pytest.mark.parametrize("axis, bias", [(-1, True), (-2, False), (1, True)])
+def test_layer_norm_decomposes_into_primitives_that_compute_the_same(axis, bias):
+    pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(1)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4])
+    shape = (3, 4)[axis:] if axis < 0 else (3, 4)[axis - 1:]
+    params = [numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), "scale"),
+              numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), "bias")]
+    norm = helper.make_node("LayerNormalization", ["x", "scale"] + (["bias"] if bias else []), ["y"], name="ln",
+                            axis=axis, epsilon=1e-3)
+    model = helper.make_model(helper.make_graph([norm], "g", [x], [y], params),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    data = (10 * rng.normal(size=(2, 3, 4)) + 3).astype(np.float32)
+    reference = run_unfused(model, data)[0]
+    decomposed = decompose_layer_norm(onnx.ModelProto.FromString(model.SerializeToString()))
+    onnx.checker.check_model(decomposed, full_check=True)
+    ops = [n.op_type for n in decomposed.graph.node]
+    assert "LayerNormalization" not in ops and ops.count("ReduceMean") == 2 and ops.count("Add") == 1 + bias
+    assert all(n.name.startswith("y/LayerNorm/") for n in decomposed.graph.node)
+    np.testing.assert_allclose(run_unfused(decomposed, data)[0], reference, rtol=1e-5, atol=1e-5)
 
 
 def test_compare_outputs_fails_nan_and_counts_assignment_agreement():

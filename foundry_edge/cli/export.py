@@ -22,7 +22,10 @@ def export(
     teacher: Optional[str] = typer.Option(None, "--teacher", help="Also export this teacher (preset, 'default-teacher' or checkpoint)."),
     set_: List[str] = typer.Option([], "--set", help="Override a preset field, e.g. --set num_supertokens=8."),
     teacher_set: List[str] = typer.Option([], "--teacher-set", help="Override a field of a teacher preset."),
-    opset: int = typer.Option(18, "--opset", help="ONNX opset, 18-20 (TensorRT parses these)."),
+    target: str = typer.Option("trt10", "--target", help="TensorRT on the device: trt8.5 (JetPack 5.1), trt8.6 (6.0), "
+                               "trt10 (6.1-7.2), trt11; picks the opset and the graph rewrites."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default: the target's): 17 for trt8.x; "
+                                        "18, 19, 20 or 17 for trt10/trt11."),
     points: Optional[int] = typer.Option(None, "--points", help="Points per cloud to trace at (default: the model's)."),
     batch: int = typer.Option(2, "--batch", help="Batch to trace at (the batch itself with --static-batch)."),
     static: bool = typer.Option(False, "--static", help="Static batch and point count."),
@@ -50,8 +53,9 @@ def export(
     console = Console(highlight=False, soft_wrap=True)  # long paths and trtexec lines stay copyable
     options = ExportOptions(
         model=model, output_dir=output_dir, teacher=teacher, overrides=parse_overrides(set_),
-        teacher_overrides=parse_overrides(teacher_set), opset=opset, num_points=points, batch=batch, static=static,
-        dynamic_batch=dynamic_batch, dynamic_points=dynamic_points, max_batch=max_batch, max_points=max_points,
+        teacher_overrides=parse_overrides(teacher_set), target=target, opset=opset, num_points=points, batch=batch,
+        static=static, dynamic_batch=dynamic_batch, dynamic_points=dynamic_points, max_batch=max_batch,
+        max_points=max_points,
         outputs=tuple(o.strip() for o in outputs.split(",") if o.strip()) if outputs is not None else None,
         grouping=grouping, simplify=simplify, check=check, trt_check=trt_check, keep_failed=keep_failed, seed=seed)
     try:
