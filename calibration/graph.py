@@ -5,7 +5,8 @@ the FPS and kNN distances then pick other groups, the DSO logits other SuperToke
 bypass tokens (research/deploy-stack.md, "FP16 pitfalls"). So every node upstream of a decision stays
 in FP32, walking back through at most two weighted layers: the one that produces the scores (the DSO
 logits MatMul against the SuperToken queries) and the projection feeding it (the key Linear).
-LayerNorm and Softmax reductions stay FP32 by op type. Constant subgraphs are skipped: they fold away.
+LayerNorm and Softmax reductions stay FP32 by op type (a LayerNorm decomposed for TensorRT 8.5, by its
+name scope). Constant subgraphs are skipped: they fold away.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Dict, Iterable, List
 DECISION_OPS = ("ArgMax", "ArgMin", "TopK", "Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual")
 WEIGHTED_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
 FP32_OP_TYPES = ("LayerNormalization", "Softmax")
+# LayerNorm decomposed for TensorRT 8.5 (export --target trt8.5) keeps its name scope: its squares overflow FP16.
+DECOMPOSED_LAYERNORM = "*/LayerNorm/*"
 SCORE_LAYERS = 2  # weighted layers kept in FP32 on each path into a decision
 
 
@@ -126,10 +129,13 @@ def find_exclusions(model, patterns: Iterable[str] = (), defaults: bool = True) 
     """The nodes to keep in full precision: the structural defaults (unless off) plus the user's globs."""
     patterns = list(patterns)
     result = Exclusions(rules=([f"decision inputs ({', '.join(DECISION_OPS)}) through {SCORE_LAYERS} weighted layers",
-                                f"op types {', '.join(FP32_OP_TYPES)}"] if defaults else []) + patterns)
+                                f"op types {', '.join(FP32_OP_TYPES)}",
+                                f"decomposed LayerNorm ({DECOMPOSED_LAYERNORM})"] if defaults else []) + patterns)
     if defaults:
         result.add(decision_inputs(model), "decision input")
         result.add((n.name for n in model.graph.node if n.op_type in FP32_OP_TYPES), "fp32 op type")
+        result.add((n.name for n in model.graph.node if fnmatch.fnmatchcase(n.name, DECOMPOSED_LAYERNORM)),
+                   "decomposed LayerNorm")
     for name, reason in match_patterns(model, patterns).items():
         result.add([name], reason)
     return result

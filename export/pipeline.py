@@ -201,6 +201,11 @@ def onnx_config_for(model_config, options: ExportOptions) -> PointModelOnnxConfi
     if options.grouping == "host" and model_config.num_part_classes and options.outputs is None:
         raise FoundryError(f"{model_config.name!r} has a segmentation head, which needs the points inside the graph: "
                            "use --grouping graph, or name the outputs without seg_logits (--outputs tokens,...)")
+    if getattr(model_config, "grouping", "exact") == "scalable" and options.grouping == "graph" \
+            and options.dynamic_points:
+        # Its Z-order sort is a TopK over all N points: K must be a constant, and TensorRT caps it at 3840.
+        raise FoundryError(f"{model_config.name!r} uses scalable grouping, whose in-graph sort needs a fixed point "
+                           "count: pass --static-points (ONNX Runtime), or --grouping host for TensorRT and large scenes")
     outputs = tuple(have if options.outputs is None else options.outputs)
     missing = [name for name in outputs if name not in have]
     if missing or not outputs:

@@ -303,3 +303,26 @@ def test_cli_calibrate_and_refusals(exported, tmp_path, capsys):
     assert code != 0 and "error: --cache and --no-cache" in capsys.readouterr().err
     code = main(["calibrate", str(exported), "--data", "synthetic", "--method", "kl", "-o", str(tmp_path / "x.onnx")])
     assert code != 0 and "--method" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
+
+
+def test_layer_norm_decomposed_for_trt85_stays_fp32():
+    """export --target trt8.5 breaks LayerNormalization into primitives; they keep FP32 by name scope."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from foundry_edge.calibration.graph import find_exclusions
+    from foundry_edge.export.rewrites import decompose_layer_norm
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 8])
+    scale = helper.make_tensor("scale", TensorProto.FLOAT, [8], [1.0] * 8)
+    node = helper.make_node("LayerNormalization", ["x", "scale"], ["y"], name="ln", axis=-1)
+    model = helper.make_model(helper.make_graph([node], "g", [x], [y], [scale]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    decompose_layer_norm(model)
+    onnx.checker.check_model(model)
+    names = {n.name for n in model.graph.node}
+    assert "ln" not in names and len(names) >= 8
+    kept = find_exclusions(model).nodes
+    assert names <= set(kept)
+    assert not set(find_exclusions(model, defaults=False).nodes) & names

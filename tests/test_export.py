@@ -297,3 +297,13 @@ def test_full_size_edge_student_exports(tmp_path):
     result = export_model(ExportOptions(model="foundry-edge16", output_dir=tmp_path))
     assert result.passed and result.manifest["preprocessing"]["num_groups"] == 64
     assert result.manifest["outputs"][0]["shape"] == ["batch", 64, 384]
+
+
+def test_scalable_graph_grouping_with_dynamic_points_is_refused_before_exporting(tmp_path):
+    from foundry_edge.export import ExportOptions, export_model
+
+    with pytest.raises(FoundryError, match="--static-points"):
+        export_model(ExportOptions(model="foundry-edge16", overrides={**tiny_overrides("foundry-edge16"),
+                                                                      "grouping": "scalable"},
+                                   output_dir=tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
