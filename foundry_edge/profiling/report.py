@@ -30,8 +30,9 @@ def build(config, facts: dict, peak: dict, models: dict, measurements: list[dict
     for row in measurements:
         add_efficiency(row, peak_gflops)
     for key, info in models.items():
-        if "error" in info:
-            notes = notes + [f"{key[0]} at {key[1]} points: {info['error']}"]
+        problem = info.get("error") or (info.get("export") or {}).get("warning")
+        if problem:
+            notes = notes + [f"{key[0]} at {key[1]} points: {problem}"]
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         "created": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),

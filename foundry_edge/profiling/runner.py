@@ -241,18 +241,21 @@ def measure_one(config: ProfileConfig, models: dict, subject: Subject, runtime: 
 
 def prepared_file(config: ProfileConfig, info: dict, subject: Subject, runtime: str, points: int) -> str | None:
     """The file the runtime opens, exporting a preset/checkpoint once per point count (in a worker, into
-    out_dir/cache); a failed export is remembered in `info` so it is reported, not retried."""
+    out_dir/cache); the export's outcome is kept in info["export"], so a failure is reported, not retried."""
     path = artifact_for(subject, runtime, points, config.out_dir / "cache")
-    if path is None or subject.format != "torch" or Path(path).is_file():
+    if path is None or subject.format != "torch":
         return path
-    if "export_error" not in info:
+    if "export" not in info and Path(path).is_file():
+        info["export"] = {"path": path, "warning": None}
+    if "export" not in info:
         spec = {"kind": "export", "model": {"spec": subject.spec, "overrides": subject.overrides, "path": path},
                 "points": points, "max_batch": max(config.batches), "threads": config.threads}
         result = run_worker(spec, config.timeout_s, config.threads)
-        info["export_error"] = None if result["status"] == "ok" else f"export failed: {result['error']}"
-    if info["export_error"]:
-        raise FoundryError(info["export_error"])
-    return path
+        info["export"] = ({"path": result["path"], "warning": result["warning"]} if result["status"] == "ok"
+                          else {"error": f"export failed: {result['error']}"})
+    if "error" in info["export"]:
+        raise FoundryError(info["export"]["error"])
+    return info["export"]["path"]
 
 
 def _file_size(path: str | None) -> int | None:

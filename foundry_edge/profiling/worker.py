@@ -137,8 +137,8 @@ def run_export(spec: dict) -> dict:
     from foundry_edge.profiling.subjects import export_to_cache
 
     model = spec["model"]
-    return {"path": export_to_cache(model["spec"], model.get("overrides") or {}, spec["points"], model["path"],
-                                    spec.get("max_batch", 8))}
+    return export_to_cache(model["spec"], model.get("overrides") or {}, spec["points"], model["path"],
+                           spec.get("max_batch", 8))
 
 
 KINDS = {"latency": run_latency, "matmul-peak": run_matmul_peak, "operators": run_operators, "export": run_export}
