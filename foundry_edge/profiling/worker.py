@@ -95,15 +95,17 @@ def run_latency(spec: dict) -> dict:
     from foundry_edge.profiling.timing import summarize, time_calls
 
     clouds = make_clouds(spec["batch"], spec["points"], spec.get("seed", 0))
-    rss_start, free_start = current_rss_bytes(), device_free_bytes()
+    on_device = spec["runtime"] in CUDA_RUNTIMES  # no CUDA context (hundreds of MB) for a CPU measurement
+    device_free = device_free_bytes if on_device else (lambda: None)
+    rss_start, free_start = current_rss_bytes(), device_free()
     t0 = time.perf_counter()
     with open_for(spec) as rt:
         load_s = time.perf_counter() - t0
-        rss_loaded, free_loaded = current_rss_bytes(), device_free_bytes()
+        rss_loaded, free_loaded = current_rss_bytes(), device_free()
         outputs = rt.infer(clouds)
         samples = time_calls(lambda: rt.infer(clouds), spec["warmup_s"], spec.get("iterations"),
                              spec.get("duration_s"))
-        free_end = device_free_bytes()
+        free_end = device_free()
         runtime_memory, provider = rt.memory(), rt.provider
     latency = summarize(samples)
     used = [free_start - free for free in (free_loaded, free_end) if None not in (free_start, free)]
