@@ -35,7 +35,15 @@ def top_operators(report: dict, model: str, points: int, batch: int, n: int = 3)
                 and r.get("status") == "ok"), None)
     if row is None:
         return "no operator profile"
-    return ", ".join(f"{op['op_type']} {op['percent']:.0f}%" for op in row["operators"][:n])
+    top = ", ".join(f"{op['op_type']} {op['percent']:.0f}%" for op in row["operators"][:n])
+    return f"{top}; unrolled FPS ~{fps_share(report, row):.0f}%"
+
+
+def fps_share(report: dict, row: dict) -> float:
+    """% of the time in operator types with at least one node per group centre: the unrolled FPS loop
+    (about 9 nodes per centre: Sub, Pow, ReduceSum, Min, ArgMax, Expand, ...), plus the kNN's TopK."""
+    groups = next(m["num_groups"] for m in report["models"] if (m["model"], m["points"]) == (row["model"], row["points"]))
+    return sum(op["percent"] for op in row["operators"] if op["nodes"] >= groups - 1 or op["op_type"] == "TopK")
 
 
 def checks(report: dict) -> list[dict]:
@@ -106,7 +114,7 @@ def markdown(report: dict, rows: list[dict]) -> str:
 def merge(reports: list[dict]) -> dict:
     """Several runs (e.g. one per point count) as one report: rows concatenated, machine of the first."""
     merged = dict(reports[0])
-    for key in ("measurements", "comparisons", "operators", "notes"):
+    for key in ("models", "measurements", "comparisons", "operators", "notes"):
         merged[key] = [row for report in reports for row in report[key]]
     return merged
 
