@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from foundry_edge.models.grouping import gather_points, knn_indices
+from foundry_edge.models.grouping import gather_points, knn_indices, squared_norm
 
 MORTON_BITS = 10  # octree levels: a 1024^3 grid over the cloud's bounding cube
 
@@ -73,7 +73,7 @@ def stratified_candidates(points: torch.Tensor, count: int, table: torch.Tensor,
 def _fps_step(points, farthest, min_dist):
     """One FPS step: fold the distance to `farthest` into min_dist, return the next farthest."""
     picked = gather_points(points, farthest.unsqueeze(1))  # (B, 1, 3)
-    min_dist = torch.minimum(min_dist, ((points - picked) ** 2).sum(-1))
+    min_dist = torch.minimum(min_dist, squared_norm(points - picked))
     return min_dist.argmax(dim=1), min_dist
 
 
@@ -84,7 +84,7 @@ def farthest_point_sample_from(points: torch.Tensor, num_samples: int, start_fro
     the chosen indices in a fixed (B, S) carried buffer (TensorRT wants fixed carried shapes); eager
     runs the same steps as a Python loop, which is faster than while_loop outside export.
     """
-    farthest = ((points - start_from) ** 2).sum(-1).argmax(dim=1)  # (B,)
+    farthest = squared_norm(points - start_from).argmax(dim=1)  # (B,)
     min_dist = torch.full_like(points[..., 0], float("inf"))
     if not torch.compiler.is_exporting():
         chosen = []
