@@ -1,11 +1,12 @@
-"""Reproduce the bundled default weights: `python recipes/bundled_default.py` (about 20 min on one busy CPU core).
+"""Reproduce the bundled default weights: `python recipes/bundled_default.py` (9 min on one busy CPU core).
 
 Demo weights on synthetic shapes, not a pretrained foundation model:
 1. the teacher, a small Point-JEPA-architecture encoder (d 96, 4 blocks), trained SUPERVISED with a
    classification head on SyntheticShapes (not self-supervised: there is no JEPA pretraining here);
-2. a Foundry student (foundry-edge16 layout: d 96, 2 blocks, s = 8 SuperTokens over 32 tokens)
-   distilled from the teacher's tokens, initialised from the teacher where shapes match;
-3. a classification head on the student's frozen distilled tokens.
+2. a Foundry student (foundry-edge16 layout: d 96, 4 blocks over s = 16 SuperTokens instead of the
+   teacher's 32 tokens) distilled from the teacher's tokens, initialised from the teacher's weights;
+3. the distilled student fine-tuned end to end with a classification head (the paper fine-tunes its
+   students for downstream tasks; a head on frozen tokens reached 88% against the teacher's 95%).
 Both are measured on held-out synthetic shapes, saved in fp16 (loaded back as fp32) into
 foundry_edge/weights/, and described in foundry_edge/weights/bundled.json.
 """
@@ -37,9 +38,9 @@ from foundry_edge.training.report import cosine_summary
 GROUPS = dict(num_points=512, num_groups=32, group_size=16, tokenizer_widths=(32, 64, 128), pos_hidden=64,
               embed_dim=96, num_heads=3)
 TEACHER = dict(GROUPS, depth=4)
-STUDENT = dict(GROUPS, depth=2, num_supertokens=8, output_dim=96)
+STUDENT = dict(GROUPS, depth=4, num_supertokens=16, output_dim=96)
 # Honest names for the checkpoints' configs: the presets' architectures at other sizes.
-TEACHER_NAME, STUDENT_NAME = "pointjepa-vits-d96x4", "foundry-edge8-d96x2"
+TEACHER_NAME, STUDENT_NAME = "pointjepa-vits-d96x4", "foundry-edge16-d96x4"
 TRAIN_SAMPLES, TEST_SAMPLES, SEED = 2000, 500, 0
 
 
@@ -79,33 +80,35 @@ def main() -> None:
     torch.manual_seed(SEED)
     teacher = PointModel(get_config("pointjepa-vits", **TEACHER).replace(name=TEACHER_NAME))
     teacher_run = finetune(teacher, "cls", train, work / "teacher",
-                           train=TrainConfig(steps=steps(400), batch_size=32, lr=1e-3, warmup_steps=warmup(25),
-                                             augment=True, seed=SEED, checkpoint_every=100))
+                           train=TrainConfig(steps=steps(1200), batch_size=32, lr=1e-3, warmup_steps=warmup(50),
+                                             augment=True, seed=SEED, checkpoint_every=200))
     teacher = teacher_run.model
     student_run, copied = distill(teacher, "foundry-edge16", train, work / "student", overrides=STUDENT,
-                                  train=TrainConfig(steps=steps(300), batch_size=32, lr=1e-3,
+                                  train=TrainConfig(steps=steps(600), batch_size=32, lr=1e-3,
                                                     warmup_steps=warmup(20), augment=True, seed=SEED,
-                                                    checkpoint_every=100),
+                                                    checkpoint_every=200),
                                   cfg=DistillConfig(beta=1.0))
     student = student_run.model
     student.config = student.config.replace(name=STUDENT_NAME)
-    head_run = finetune(student, "cls", train, work / "student-cls", frozen=True,
-                        train=TrainConfig(steps=steps(150), batch_size=32, lr=1e-3, warmup_steps=warmup(10),
-                                          augment=True, seed=SEED, checkpoint_every=100))
+    # What distillation alone achieved, measured before the fine-tune changes the tokens.
+    distilled = {"held_out_distillation_loss": held_out_distillation_loss(teacher, student, test),
+                 "token_cosine": cosine_summary(token_agreement(teacher, student, test)["cosine"])}
+    head_run = finetune(student, "cls", train, work / "student-cls",
+                        train=TrainConfig(steps=steps(900), batch_size=32, lr=1e-3, warmup_steps=warmup(20),
+                                          augment=True, seed=SEED, checkpoint_every=300))
     student = head_run.model
 
     recipe = "python recipes/bundled_default.py"
     teacher_path = save_fp16(WEIGHTS_DIR / BUNDLED["default-teacher"], teacher,
                              {"source": recipe, "training": "supervised classification on SyntheticShapes"})
     student_path = save_fp16(WEIGHTS_DIR / BUNDLED["default"], student,
-                             {"source": recipe, "training": "distilled from the bundled teacher, then a "
-                              "classification head on frozen tokens"})
+                             {"source": recipe, "training": "distilled from the bundled teacher, then "
+                              "fine-tuned end to end with a classification head"})
     # Measure what ships: the fp16 files read back as fp32 models.
     teacher, _ = load_model("default-teacher")
     student, _ = load_model("default")
     rows = {name: evaluate_model(m, test, way=5, shot=10, episodes=10, seed=SEED)
             for name, m in (("teacher", teacher), ("student", student))}
-    agreement = cosine_summary(token_agreement(teacher, student, test)["cosine"])
     summary = {
         "what": "synthetic-shape demo weights, not a pretrained foundation model",
         "recipe": recipe,
@@ -114,8 +117,9 @@ def main() -> None:
                     "training": "supervised (classification head), not self-supervised", **rows["teacher"]},
         "student": {"file": student_path.name, "sha256": sha256_file(student_path), "config": student.config.to_dict(),
                     "copied_from_teacher": len(copied["copied"]), **rows["student"],
-                    "held_out_distillation_loss": held_out_distillation_loss(teacher, student, test),
-                    "token_cosine": agreement},
+                    "training": "distilled, then fine-tuned end to end for classification",
+                    "distilled_before_finetune": distilled,
+                    "token_cosine_after_finetune": cosine_summary(token_agreement(teacher, student, test)["cosine"])},
         "train_logs": {"teacher": teacher_run.records[-1], "distill": student_run.records[-1],
                        "student_head": head_run.records[-1]},
         "minutes": round((time.perf_counter() - started) / 60, 1),
