@@ -219,3 +219,20 @@ def test_cli_refuses_conflicts_and_writes_an_evaluation_report(teacher_path, clo
     markdown = (tmp_path / "report" / "report.md").read_text()
     for picture in agreement["pictures"]:
         assert (tmp_path / "report" / picture).stat().st_size > 1000 and picture in markdown
+
+
+def test_bundled_default_pair_loads_and_matches_its_record():
+    from foundry_edge.fileio import sha256_file
+    from foundry_edge.resolve import WEIGHTS_DIR, load_model
+
+    record = json.loads((WEIGHTS_DIR / "bundled.json").read_text())
+    teacher, _ = load_model("default-teacher")
+    student, _ = load_model("default")
+    assert student.config.kind == "student" and student.config.output_dim == teacher.config.embed_dim
+    assert next(student.parameters()).dtype == torch.float32  # stored fp16, loaded fp32
+    for model, entry in ((teacher, record["teacher"]), (student, record["student"])):
+        assert model.config.to_dict() == entry["config"]
+        assert sha256_file(WEIGHTS_DIR / entry["file"]) == entry["sha256"]
+    with torch.no_grad():
+        out = student(torch.from_numpy(SyntheticShapes(2, student.config.num_points, split="test")[0]["points"])[None])
+    assert out["logits"].shape == (1, 10)
