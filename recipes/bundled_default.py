@@ -29,7 +29,7 @@ from foundry_edge.models.registry import get_config
 from foundry_edge.resolve import BUNDLED, WEIGHTS_DIR, load_model
 from foundry_edge.training.data import batches
 from foundry_edge.training.distill import DistillConfig, distill, distillation_loss
-from foundry_edge.training.engine import TrainConfig, plain_provenance
+from foundry_edge.training.engine import TrainConfig
 from foundry_edge.training.evaluate import evaluate_model, token_agreement
 from foundry_edge.training.finetune import finetune
 from foundry_edge.training.report import cosine_summary
@@ -59,7 +59,7 @@ def held_out_distillation_loss(teacher, student, dataset) -> float:
 
 def save_fp16(path: Path, model, provenance: dict) -> Path:
     """Float tensors stored as fp16 (half the bytes); `load_state_dict` casts them back to fp32."""
-    return save_checkpoint(path, copy.deepcopy(model).half(), provenance=plain_provenance(provenance))
+    return save_checkpoint(path, copy.deepcopy(model).half(), provenance=provenance)
 
 
 def main() -> None:

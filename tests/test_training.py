@@ -20,7 +20,7 @@ from foundry_edge.models import create_model
 import foundry_edge.training.distill as distill_module
 from foundry_edge.training.data import open_training_data
 from foundry_edge.training.distill import distill
-from foundry_edge.training.engine import TrainConfig, plain_provenance
+from foundry_edge.training.engine import TrainConfig
 from foundry_edge.training.evaluate import accuracy, evaluate_model, few_shot, part_miou
 from foundry_edge.training.finetune import finetune
 from tests.conftest import TINY, tiny_overrides
@@ -47,7 +47,7 @@ def one_thread():
 def teacher_path(tmp_path_factory):
     torch.manual_seed(0)
     model = create_model("pointjepa-vits", **tiny_overrides("pointjepa-vits"))
-    return save_checkpoint(tmp_path_factory.mktemp("teacher") / "teacher.pt", model, provenance=plain_provenance({}))
+    return save_checkpoint(tmp_path_factory.mktemp("teacher") / "teacher.pt", model)
 
 
 @pytest.fixture(scope="module")

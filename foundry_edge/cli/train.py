@@ -71,11 +71,10 @@ def _start_line(command: str, train, data: str, dataset) -> None:
 def _finish(command: str, result, out: Path) -> None:
     """Write the final weights (no optimizer state) and say what was written."""
     from foundry_edge.checkpoint import save_checkpoint
-    from foundry_edge.training.engine import plain_provenance
 
     if result.rank != 0:
         return
-    model_path = save_checkpoint(out / "model.pt", result.model, provenance=plain_provenance(result.provenance))
+    model_path = save_checkpoint(out / "model.pt", result.model, provenance=result.provenance)
     last = result.records[-1] if result.records else {}
     _say(f"{command}: done in {result.seconds:.1f} s, final loss {last.get('loss', float('nan')):.4f}; wrote "
          f"{model_path} ({_size(model_path)}), {result.checkpoint} ({_size(result.checkpoint)}), {out / 'log.jsonl'}")

@@ -296,18 +296,10 @@ def save_training_checkpoint(job: Job, model, optimizer, scheduler, step: int, r
              "config": dataclasses.asdict(job.config)}
     if torch.cuda.is_available():
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
-    path = save_checkpoint(Path(job.out_dir) / CHECKPOINT_NAME, model, provenance=plain_provenance(job.provenance),
+    path = save_checkpoint(Path(job.out_dir) / CHECKPOINT_NAME, model, provenance=job.provenance,
                            extra={"training": state})
     write_log(Path(job.out_dir), records)
     return path
-
-
-def plain_provenance(provenance: dict) -> dict:
-    """Provenance with torch's version as a plain str: a TorchVersion object would make the file
-    unreadable by a weights-only load (save_checkpoint stores `torch.__version__` as is)."""
-    import torch
-
-    return {**provenance, "torch": str(torch.__version__)}
 
 
 def restore(job: Job, model, optimizer, scheduler) -> tuple[int, list]:
