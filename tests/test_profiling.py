@@ -189,3 +189,17 @@ def test_ort_cpu_exports_once_per_point_count_and_profiles_operators(tmp_path):
     assert [row["batch"] for row in report["operators"]] == [1, 2]
     assert all(row["status"] == "ok" and row["operators"] for row in report["operators"])
     assert "Where the time goes" in to_markdown(report)
+
+
+def test_an_exported_model_is_labelled_by_its_manifest(tmp_path):
+    from foundry_edge.export.manifest import REQUIRED, SCHEMA, SCHEMA_VERSION
+
+    path = tiny_onnx(tmp_path / "model.onnx", 256)
+    assert Subject(path, "student").label == "model"  # no manifest: the file's stem
+    manifest = {key: {} for key in REQUIRED}
+    manifest.update(schema=SCHEMA, schema_version=SCHEMA_VERSION, model={"name": "foundry-edge16"},
+                    onnx={"precision": "int8"})
+    (tmp_path / "model.manifest.json").write_text(json.dumps(manifest))
+    assert Subject(path, "student").label == "foundry-edge16 (int8)"
+    (tmp_path / "model.manifest.json").write_text("{broken")
+    assert Subject(path, "student").label == "model"

@@ -35,6 +35,16 @@ class Subject:
 
     @property
     def label(self) -> str:
+        """The model's name: an ONNX file's manifest names it (`model.onnx` says little), with its precision."""
+        if self.format == "onnx" and Path(self.spec).is_file():
+            try:
+                manifest = read_onnx_manifest(self.spec) or {}
+            except FoundryError:  # a broken manifest is reported where the model is measured
+                manifest = {}
+            name = (manifest.get("model") or {}).get("name")
+            precision = (manifest.get("onnx") or {}).get("precision", "fp32")
+            if name:
+                return name if precision == "fp32" else f"{name} ({precision})"
         return Path(self.spec).stem if self.format != "torch" or Path(self.spec).suffix else self.spec
 
 
