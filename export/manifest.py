@@ -54,7 +54,18 @@ def read_manifest(onnx_path) -> dict | None:
     missing = [key for key in REQUIRED if key not in data]
     if missing:
         raise FoundryError(f"{path} lacks {missing}; re-export the model to rewrite it")
+    _check_sizes(data["preprocessing"], path)
     return data
+
+
+def _check_sizes(preprocessing, path: Path) -> None:
+    """Refuse a hand-edited preprocessing section whose sizes are not positive integers."""
+    sizes = ("num_points", "num_groups", "group_size", "fps_candidates")
+    bad = {k: preprocessing.get(k) for k in sizes if isinstance(preprocessing, dict) and preprocessing.get(k) is not None
+           and (type(preprocessing[k]) is not int or preprocessing[k] < 1)}
+    if not isinstance(preprocessing, dict) or bad:
+        raise FoundryError(f"{path}: expected 'preprocessing' sizes that are positive integers, found "
+                           f"{bad or preprocessing!r}; re-export the model to rewrite it")
 
 
 def trtexec_shapes(manifest: dict) -> str:

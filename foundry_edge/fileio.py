@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from foundry_edge.errors import FoundryError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -18,8 +20,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The temporary file lives in the same folder so the final rename is atomic on POSIX.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    except OSError as exc:  # a parent that is a file, a read-only folder, no space
+        why = "a file, not a folder" if isinstance(exc, FileExistsError) else exc.strerror
+        raise FoundryError(f"expected a writable folder for {final}, found {exc.filename or final.parent} "
+                           f"({why}): choose another output path") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:

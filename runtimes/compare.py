@@ -110,12 +110,17 @@ def merge_batches(chunks: Sequence[Dict[str, np.ndarray]]) -> Dict[str, np.ndarr
 
 def batches(points: np.ndarray, size: int) -> Iterator[np.ndarray]:
     """(M, N, 3) -> consecutive (<= size, N, 3) slices."""
+    if size < 1:
+        raise FoundryError(f"expected a batch of at least 1 cloud, got {size}: pass --batch 1 or more")
     for start in range(0, len(points), size):
         yield points[start:start + size]
 
 
 def gather_clouds(paths: Sequence[str], num_points: int, samples: int, seed: int = 0) -> tuple:
     """(clouds (M, num_points, 3) float32, names): files resampled to `num_points`, or synthetic shapes."""
+    if not num_points:
+        raise FoundryError("expected the model to say how many points a cloud has, found a dynamic point axis and "
+                           "no manifest: keep <stem>.manifest.json beside the ONNX, or export with --static-points")
     if paths:
         from foundry_edge.data import read_cloud, resample
 

@@ -57,7 +57,11 @@ class OrtRuntime(Runtime):
                                                   else f"ENABLE_{self.optimization.upper()}"))
         if self.threads:
             options.intra_op_num_threads = self.threads
-        self.session = ort.InferenceSession(str(self.path), options, providers=PROVIDERS[self.runtime])
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=PROVIDERS[self.runtime])
+        except _session_errors(ort) as exc:
+            raise FoundryError(f"expected an ONNX model ONNX Runtime can load at {self.path}, found "
+                               f"{str(exc).splitlines()[0]}: re-export it with `foundry-edge export`") from None
         self.provider = self.session.get_providers()[0]
         if self.provider != wanted:
             raise FoundryError(f"asked ONNX Runtime for {wanted} but the session runs on {self.provider}: "
@@ -71,6 +75,13 @@ class OrtRuntime(Runtime):
 
     def close_impl(self) -> None:
         self.session = None
+
+
+def _session_errors(ort) -> tuple:
+    """ONNX Runtime's errors for a file it cannot load (not a protobuf, no graph, an unknown op)."""
+    state = ort.capi.onnxruntime_pybind11_state
+    names = ("InvalidProtobuf", "InvalidArgument", "InvalidGraph", "NoSuchFile", "NoModel", "NotImplemented", "Fail")
+    return tuple(getattr(state, name) for name in names if hasattr(state, name))
 
 
 def _spec(value) -> TensorSpec:

@@ -40,8 +40,13 @@ def read_sidecar(plan_path: str | Path) -> Optional[dict]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise FoundryError(f"expected a JSON sidecar at {path}, could not read it ({exc}): rebuild the engine") from None
-    if data.get("schema") != SCHEMA:
-        raise FoundryError(f"expected a {SCHEMA} sidecar at {path}, found schema {data.get('schema')!r}: rebuild the engine")
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        schema = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise FoundryError(f"expected a {SCHEMA} sidecar at {path}, found schema {schema!r}: rebuild the engine")
+    model, device = data.get("model"), data.get("device", {})
+    if not isinstance(model, dict) or not {"inputs", "outputs"} <= set(model) or not isinstance(device, dict):
+        raise FoundryError(f"expected a sidecar with 'model' inputs and outputs and a 'device' section at {path}, "
+                           "found it incomplete or edited: rebuild the engine with `foundry-edge build`")
     return data
 
 

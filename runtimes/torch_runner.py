@@ -23,6 +23,10 @@ class TorchRuntime(Runtime):
 
     def load_impl(self) -> None:
         torch = require("torch", "torch")
+        try:
+            torch.device(self.device)
+        except RuntimeError:
+            raise FoundryError(f"expected a torch device such as cpu, cuda or cuda:0, got {self.device!r}") from None
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise FoundryError(f"expected a CUDA device for torch, found none (torch {torch.__version__}): "
                                "use --device cpu or install a CUDA build of torch")

@@ -220,3 +220,37 @@ def test_cli_refuses_options_that_do_not_apply(exported, capsys):
 
     assert main(["run", str(exported("foundry-edge16")), "x.npy", "--set", "depth=2"]) != 0
     assert "--set do not apply" in capsys.readouterr().err
+
+
+def test_corrupt_onnx_or_edited_manifest_is_one_clear_error(exported, tmp_path):
+    import json
+
+    from foundry_edge.runtimes.compare import gather_clouds
+
+    good = exported("foundry-edge16")
+    manifest = json.loads(good.with_name("model.manifest.json").read_text())
+    broken = tmp_path / "model.onnx"
+    broken.write_bytes(good.read_bytes()[:1000])  # a truncated copy, its manifest beside it
+    (tmp_path / "model.manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(FoundryError, match="ONNX Runtime can load"):
+        open_runtime(broken).load()
+    manifest["preprocessing"]["num_points"] = "abc"
+    (tmp_path / "model.manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(FoundryError, match="positive integers.*num_points"):
+        open_runtime(broken)
+    with pytest.raises(FoundryError, match="dynamic point axis and no manifest"):
+        gather_clouds(["cloud.npy"], None, 1)  # an ONNX without manifest and with a dynamic point count
+
+
+def test_cli_bad_options_are_one_line_and_write_nothing(exported, tmp_path, capsys):
+    from foundry_edge.cli import main
+
+    cloud = tmp_path / "cloud.npy"
+    np.save(cloud, clouds(1, 200)[0])
+    model = str(exported("foundry-edge16"))
+    assert main(["run", model, str(cloud), "--batch", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: expected a batch of at least 1")
+    assert main(["run", model, str(cloud), "-o", str(cloud / "out.npz")]) == 2  # a folder under a file
+    assert capsys.readouterr().err.startswith("error: expected a writable folder")
+    assert main(["run", "foundry-edge16", str(cloud), "--device", "banana"]) == 2
+    assert "expected a torch device" in capsys.readouterr().err

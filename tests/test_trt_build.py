@@ -271,3 +271,16 @@ def test_corrupt_plan_is_a_clear_error(tmp_path):
     plan.write_bytes(b"not a plan" * 100)
     with pytest.warns(UserWarning, match="no sidecar"), pytest.raises(FoundryError, match="could not deserialize"):
         open_runtime(plan).load()
+
+
+def test_edited_sidecar_is_refused_before_tensorrt(tmp_path):
+    from foundry_edge.runtimes.sidecar import read_sidecar
+
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"\0" * 64)
+    sidecar_path(plan).write_text(json.dumps({"schema": "foundry-edge/engine", "device": {"tensorrt": "10.3"}}))
+    with pytest.raises(FoundryError, match="'model' inputs and outputs"):
+        read_sidecar(plan)
+    sidecar_path(plan).write_text("[1, 2]")
+    with pytest.raises(FoundryError, match="found schema 'list'"):
+        read_sidecar(plan)
