@@ -54,9 +54,9 @@ class CalibrateConfig:
 
 
 def input_names(onnx_path: Path) -> List[str]:
-    import onnx
+    from foundry_edge.runtimes.model_info import read_onnx
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    model = read_onnx(onnx_path)
     inits = {i.name for i in model.graph.initializer}
     return [i.name for i in model.graph.input if i.name not in inits]
 
@@ -170,9 +170,12 @@ def evaluate(model: Path, int8: Optional[Path], fp16: Optional[Path], data: List
     from foundry_edge.calibration.accuracy import accuracy_report, write_report
     from foundry_edge.calibration.fp16 import convert_to_fp16
 
+    from foundry_edge.runtimes.model_info import read_onnx
+
     for path in (p for p in (int8, fp16) if p is not None):
         if not path.is_file():
             raise FoundryError(f"expected an ONNX model, found nothing at {path}: check the path")
+        read_onnx(path)  # a corrupt file fails now, in one line, not after the FP32 run
     _, pre, names = load_model_facts(CalibrateConfig(model=model, data=data, **preprocessing))
     if fp16 is None:
         fp16 = out / (model.stem + ".fp16.onnx")

@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from foundry_edge.errors import FoundryError
 from foundry_edge.fileio import sha256_file, write_bytes_atomic, write_text_atomic
 from foundry_edge.runtimes import trt_compat
-from foundry_edge.runtimes.model_info import ModelInfo, read_model_info
+from foundry_edge.runtimes.model_info import ModelInfo, read_model_info, read_onnx
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_METHODS = ("entropy", "minmax")
@@ -259,6 +259,7 @@ def onnx2engine(onnx_path: str | Path, plan_path: str | Path, config: BuildConfi
     log(f"building with {trt_compat.module_name(trt)} {trt_compat.version(trt)}: {onnx_path.name} -> "
         f"{plan_path.name} ({config.precision})")
     info = read_model_info(onnx_path)
+    read_onnx(onnx_path)  # a corrupt file fails here in one line, not deep in a converter or parser
     shapes = profile_shapes(info, config)
     parse_path, strongly, notes = prepare_onnx(trt, onnx_path, plan_path, info, config.precision, log)
     logger = trt.Logger(trt.Logger.VERBOSE if config.verbose else trt.Logger.WARNING)

@@ -128,6 +128,8 @@ def gather_clouds(paths: Sequence[str], num_points: int, samples: int, seed: int
         return np.stack(clouds).astype(np.float32), [str(p) for p in paths]
     from foundry_edge.data.synthetic import SyntheticShapes
 
+    if samples < 1:
+        raise FoundryError(f"expected --samples of at least 1 synthetic cloud, got {samples}: pass a positive count")
     shapes = SyntheticShapes(samples, num_points, seed=seed, split="verify")
     items = list(shapes)
     return (np.stack([it["points"] for it in items]).astype(np.float32),

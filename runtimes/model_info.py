@@ -74,12 +74,7 @@ def info_from_manifest(manifest: dict) -> ModelInfo:
 
 def info_from_graph(path: Path) -> ModelInfo:
     """Fallback without a manifest: specs from the graph's value infos."""
-    import onnx
-
-    try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception as exc:  # onnx raises DecodeError and friends for a file that is not ONNX
-        raise FoundryError(f"expected an ONNX model in {path}, could not parse it ({exc}): re-export it") from None
+    graph = read_onnx(path).graph
     initializers = {init.name for init in graph.initializer}
     inputs = [_spec(v) for v in graph.input if v.name not in initializers]
     outputs = [_spec(v) for v in graph.output]
@@ -95,6 +90,19 @@ def info_from_graph(path: Path) -> ModelInfo:
         grouping = Grouping("graph")
     profiles = {s.shape[0]: list(DEFAULT_BATCH_PROFILE) for s in inputs if s.shape and isinstance(s.shape[0], str)}
     return ModelInfo(inputs, outputs, grouping, profiles, precision=onnx_precision(graph))
+
+
+def read_onnx(path: str | Path):
+    """A user's ONNX file -> onnx.ModelProto (external data not loaded); a corrupt or empty file is a FoundryError."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends, for a file that is not ONNX
+        raise FoundryError(f"expected an ONNX model in {path}, could not parse it ({exc}): re-export it") from None
+    if not model.graph.node:
+        raise FoundryError(f"expected an ONNX model in {path}, found one with an empty graph: re-export it")
+    return model
 
 
 def _spec(value) -> TensorSpec:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -326,3 +327,16 @@ def test_layer_norm_decomposed_for_trt85_stays_fp32():
     kept = find_exclusions(model).nodes
     assert names <= set(kept)
     assert not set(find_exclusions(model, defaults=False).nodes) & names
+
+
+def test_corrupt_onnx_is_refused_in_one_line(exported, tmp_path, capsys):
+    from foundry_edge.cli import main
+
+    broken = tmp_path / "model.onnx"
+    broken.write_bytes(exported.read_bytes()[:2000])
+    shutil.copy(exported.with_name(exported.stem + ".manifest.json"), tmp_path / "model.manifest.json")
+    out = tmp_path / "x.int8.onnx"
+    assert main(["calibrate", str(broken), "--data", "synthetic", "--samples", "4", "--no-cache", "-o", str(out)]) == 2
+    assert "error: expected an ONNX model" in capsys.readouterr().err and not out.exists()
+    assert main(["accuracy", str(exported), "--int8", str(broken), "--samples", "2", "-o", str(tmp_path / "acc")]) == 2
+    assert "could not parse" in capsys.readouterr().err and not (tmp_path / "acc").exists()

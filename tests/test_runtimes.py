@@ -240,6 +240,8 @@ def test_corrupt_onnx_or_edited_manifest_is_one_clear_error(exported, tmp_path):
         open_runtime(broken)
     with pytest.raises(FoundryError, match="dynamic point axis and no manifest"):
         gather_clouds(["cloud.npy"], None, 1)  # an ONNX without manifest and with a dynamic point count
+    with pytest.raises(FoundryError, match="--samples of at least 1"):
+        gather_clouds([], 128, 0)
 
 
 def test_cli_bad_options_are_one_line_and_write_nothing(exported, tmp_path, capsys):

@@ -284,3 +284,13 @@ def test_edited_sidecar_is_refused_before_tensorrt(tmp_path):
     sidecar_path(plan).write_text("[1, 2]")
     with pytest.raises(FoundryError, match="found schema 'list'"):
         read_sidecar(plan)
+
+
+@pytest.mark.trt
+@needs_rtx
+def test_corrupt_onnx_fails_before_the_build(rtx, onnx_copy):
+    onnx_copy.write_bytes(onnx_copy.read_bytes()[:2000])  # truncated, its manifest still beside it
+    plan = onnx_copy.with_name("model.plan")
+    with pytest.raises(FoundryError, match="could not parse it"):
+        onnx2engine(onnx_copy, plan, BuildConfig(), log=lambda _: None)
+    assert sorted(p.name for p in onnx_copy.parent.iterdir()) == ["model.manifest.json", "model.onnx"]
