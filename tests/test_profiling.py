@@ -92,6 +92,17 @@ def test_config_refuses_conflicting_options():
         ProfileConfig(students=[Subject("foundry-s16", "student")], runtimes=["tensorflow"])
     with pytest.raises(FoundryError, match="once"):
         ProfileConfig(students=[Subject("foundry-s16", "student")], teacher=Subject("foundry-s16", "teacher"))
+    with pytest.raises(FoundryError, match="--duration must be positive"):
+        ProfileConfig(students=[Subject("foundry-s16", "student")], duration_s=-1.0)
+
+
+def test_cli_corrupt_onnx_is_a_recorded_failure(tmp_path, capsys):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x08\x07garbage" * 50)
+    code = main(["profile", "--student", str(broken), "--runtime", "ort-cpu", "--iterations", "1", "-o", str(tmp_path / "o")])
+    assert code == 1 and "FAILED: 0 of 1" in capsys.readouterr().out  # recorded in the report, not a traceback
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert "could not parse it" in report["measurements"][0]["error"]
 
 
 def test_point_count_a_fixed_onnx_does_not_admit_is_refused(tmp_path):

@@ -68,8 +68,9 @@ class ProfileConfig:
                 raise FoundryError(f"--{name} needs positive integers, got {values}")
         if not self.students and self.teacher is None:
             raise FoundryError("nothing to profile: give --student and/or --teacher")
-        if self.iterations is not None and self.iterations < 1 or self.threads < 1 or self.timeout_s <= 0:
-            raise FoundryError("--iterations, --threads and --timeout must be positive")
+        if (self.iterations is not None and self.iterations < 1 or self.threads < 1 or self.timeout_s <= 0
+                or self.duration_s is not None and self.duration_s <= 0 or self.warmup_s < 0):
+            raise FoundryError("--iterations, --threads, --timeout and --duration must be positive, --warmup not negative")
         labels = [subject.label for subject in self.subjects]
         if len(set(labels)) != len(labels):
             raise FoundryError(f"each model may be named once, got {labels}")

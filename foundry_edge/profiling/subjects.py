@@ -71,9 +71,9 @@ def read_onnx_manifest(path: str | Path) -> dict | None:
 
 def onnx_inputs(path: str | Path) -> list[dict]:
     """The graph's inputs as [{"name", "shape"}] (a dim is an int or its symbolic name)."""
-    import onnx
+    from foundry_edge.runtimes.model_info import read_onnx
 
-    graph = onnx.load(str(path), load_external_data=False).graph
+    graph = read_onnx(path).graph
     initializers = {init.name for init in graph.initializer}
     return [{"name": value.name,
              "shape": [d.dim_value if d.HasField("dim_value") else d.dim_param
