@@ -4,9 +4,9 @@
 -> (B, G, K, 3) neighbourhoods relative to their centre (Point-BERT / Point-MAE tokenizer).
 
 Export notes (../shared/research/deploy-stack.md):
-- FPS is a Python loop of fixed length G, which unrolls into ~9 ONNX nodes per centre; the start is
-  deterministic (the point farthest from the centroid, so it does not depend on the point order),
-  where the CUDA op in Point-MAE starts at a random or first index.
+- FPS is a Python loop of fixed length G, which unrolls into ~13 small ONNX nodes per centre, all on
+  (B, N) coordinate planes; the start is deterministic (the point farthest from the centroid, so it
+  does not depend on the point order), where the CUDA op in Point-MAE starts at a random or first index.
 - kNN is squared distances + TopK with a constant K (TensorRT needs K constant and <= 3840).
 - Gathers are GatherElements on expanded indices; no OneHot, no ScatterND.
 """
@@ -41,18 +41,24 @@ def farthest_point_sample(points: torch.Tensor, num_samples: int) -> torch.Tenso
     Starts from the point farthest from the centroid, then repeatedly takes the point farthest from
     everything chosen so far. Ties resolve to the lowest index (ArgMax semantics), so the result is
     deterministic and identical in PyTorch, ONNX Runtime and TensorRT.
+
+    The loop works on separate x, y, z planes (B, N): in ONNX Runtime the broadcast (B, N, 3) - (B, 1, 3)
+    Sub was the costliest node of the unrolled loop, while (B, N) Sub/Mul/Add run at full speed. The
+    sum stays x, y, z in that order, as the numpy twin sums, so the centres are bit-for-bit the same.
     """
+    x, y, z = points.unbind(-1)  # (B, N) each
     centroid = points.mean(dim=1, keepdim=True)
-    farthest = squared_norm(points - centroid).argmax(dim=1)  # (B,)
-    min_dist = torch.full_like(points[..., 0], float("inf"))
+    farthest = squared_norm(points - centroid).argmax(dim=1, keepdim=True)  # (B, 1)
+    min_dist = torch.full_like(x, float("inf"))
     chosen = []
     for _ in range(num_samples):
         chosen.append(farthest)
-        picked = gather_points(points, farthest.unsqueeze(1))  # (B, 1, 3)
-        dist = squared_norm(points - picked)
-        min_dist = torch.minimum(min_dist, dist)
-        farthest = min_dist.argmax(dim=1)
-    return torch.stack(chosen, dim=1)
+        dx = x - x.gather(1, farthest)  # GatherElements (B, 1): no Expand or Reshape per centre
+        dy = y - y.gather(1, farthest)
+        dz = z - z.gather(1, farthest)
+        min_dist = torch.minimum(min_dist, dx * dx + dy * dy + dz * dz)
+        farthest = min_dist.argmax(dim=1, keepdim=True)
+    return torch.cat(chosen, dim=1)
 
 
 def knn_indices(query: torch.Tensor, points: torch.Tensor, k: int) -> torch.Tensor:
