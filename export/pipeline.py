@@ -79,6 +79,8 @@ def _option_conflicts(o: ExportOptions) -> list:
          "--grouping host feeds fixed G x K groups, so there is no point axis to make dynamic: "
          "drop --dynamic-points or use --grouping graph"),
         (o.batch < 1, f"batch must be >= 1, got {o.batch}"),
+        (o.num_points is not None and o.num_points < 1, f"--points must be >= 1, got {o.num_points}: drop it for the model's"),
+        (o.max_points is not None and o.max_points < 1, f"--max-points must be >= 1, got {o.max_points}"),
         (o.max_batch < o.batch, f"max batch {o.max_batch} is below the trace batch {o.batch}: raise --max-batch"),
     ]
 

@@ -257,6 +257,7 @@ def test_contradicting_options_are_refused_before_exporting(changes, message, tm
     (["export", "foundry-edge16", "--opset", "21"], "opset 21"),
     (["export", "foundry-edge16", "--target", "trt8.5", "--opset", "19"], "--target trt8.5 needs opset 17"),
     (["export", "pointjepa-vits", "--teacher", "pointjepa-vits"], "itself a teacher"),
+    (["export", "foundry-edge16", "--points", "0"], "--points must be >= 1"),  # not silently the model's
 ])
 def test_cli_refuses_bad_input_in_one_line(argv, message, capsys, tmp_path):
     from foundry_edge.cli import main
@@ -265,6 +266,13 @@ def test_cli_refuses_bad_input_in_one_line(argv, message, capsys, tmp_path):
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
     assert not list(tmp_path.iterdir())
+
+
+def test_cli_inspect_refuses_zero_points(capsys):
+    from foundry_edge.cli import main
+
+    assert main(["inspect", "foundry-edge16", "--points", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: expected --points of at least 1")
 
 
 def test_a_python_model_is_exported_as_it_is(tmp_path):

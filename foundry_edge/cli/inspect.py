@@ -22,9 +22,12 @@ def inspect(
     from rich.console import Console
     from rich.table import Table
 
+    from foundry_edge.errors import FoundryError
     from foundry_edge.models.config import parse_overrides
     from foundry_edge.models.registry import list_presets
 
+    if points is not None and points < 1:
+        raise FoundryError(f"expected --points of at least 1, got {points}: drop it to use the model's")
     names = list_presets() if model == "all" else [model]
     overrides = parse_overrides(set_)
     rows = [describe(name, points, overrides) for name in names]
