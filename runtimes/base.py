@@ -131,6 +131,12 @@ class Runtime:
         return None
 
     @property
+    def group_size(self) -> Optional[int]:
+        """Points per group K, where known: a cloud with fewer points cannot fill one group."""
+        size = self.grouping.preprocessing.get("group_size")
+        return int(size) if size else None
+
+    @property
     def last_inference_time(self) -> Optional[float]:
         return self.timings[-1] if self.timings else None
 

@@ -116,15 +116,18 @@ def batches(points: np.ndarray, size: int) -> Iterator[np.ndarray]:
         yield points[start:start + size]
 
 
-def gather_clouds(paths: Sequence[str], num_points: int, samples: int, seed: int = 0) -> tuple:
-    """(clouds (M, num_points, 3) float32, names): files resampled to `num_points`, or synthetic shapes."""
+def gather_clouds(paths: Sequence[str], num_points: int, samples: int, seed: int = 0, min_points: int = 1) -> tuple:
+    """(clouds (M, num_points, 3) float32, names): files resampled to `num_points`, or synthetic shapes.
+
+    A file with fewer than `min_points` (the model's group size) is refused: resampling would only repeat points.
+    """
     if not num_points:
         raise FoundryError("expected the model to say how many points a cloud has, found a dynamic point axis and "
                            "no manifest: keep <stem>.manifest.json beside the ONNX, or export with --static-points")
     if paths:
         from foundry_edge.data import read_cloud, resample
 
-        clouds = [resample(read_cloud(p), num_points, seed) for p in paths]
+        clouds = [resample(read_cloud(p, min_points=min_points), num_points, seed) for p in paths]
         return np.stack(clouds).astype(np.float32), [str(p) for p in paths]
     from foundry_edge.data.synthetic import SyntheticShapes
 

@@ -46,6 +46,10 @@ class TorchRuntime(Runtime):
     def num_points(self) -> Optional[int]:
         return self.model.config.num_points if self.model is not None else None
 
+    @property
+    def group_size(self) -> Optional[int]:
+        return self.model.config.group_size if self.model is not None else None
+
     def infer_impl(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         import torch
 

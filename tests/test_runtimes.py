@@ -256,3 +256,8 @@ def test_cli_bad_options_are_one_line_and_write_nothing(exported, tmp_path, caps
     assert capsys.readouterr().err.startswith("error: expected a writable folder")
     assert main(["run", "foundry-edge16", str(cloud), "--device", "banana"]) == 2
     assert "expected a torch device" in capsys.readouterr().err
+    sparse = tmp_path / "sparse.npy"
+    np.save(sparse, clouds(1, 2)[0])  # fewer points than one group: resampling would only repeat them
+    for argv in (["run", model, str(sparse)], ["verify", model, "--against", model, "--clouds", str(sparse)]):
+        assert main(argv) == 2
+        assert "sparse.npy: expected at least" in capsys.readouterr().err

@@ -32,7 +32,7 @@ def run(
     rt = open_runtime(model, runtime, **backend_options(model, runtime, set_, device, cuda_graph))
     with rt:
         typer.echo(f"runtime {rt.name} on {rt.provider}; {len(clouds)} clouds at {rt.num_points} points")
-        points, names = gather_clouds([str(c) for c in clouds], rt.num_points, len(clouds))
+        points, names = gather_clouds([str(c) for c in clouds], rt.num_points, len(clouds), min_points=rt.group_size or 1)
         start = time.perf_counter()
         outputs = merge_batches([rt.infer(chunk) for chunk in batches(points, batch)])
         seconds = time.perf_counter() - start

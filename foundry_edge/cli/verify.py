@@ -40,7 +40,7 @@ def verify(
             raise FoundryError(f"expected --precision in {sorted(TOLERANCES)}, got {wanted!r}")
         num_points = test.num_points or ref.num_points
         typer.echo(f"reference {against} on {ref.provider}; model {model} on {test.provider}; {wanted} tolerances")
-        points, _ = gather_clouds(clouds, num_points, samples)
+        points, _ = gather_clouds(clouds, num_points, samples, min_points=max(test.group_size or 1, ref.group_size or 1))
         typer.echo(f"comparing on {len(points)} clouds of {num_points} points ({'files' if clouds else 'synthetic shapes'})")
         expected = merge_batches([ref.infer(chunk) for chunk in batches(points, batch)])
         got = merge_batches([test.infer(chunk) for chunk in batches(points, batch)])
