@@ -236,3 +236,15 @@ def test_bundled_default_pair_loads_and_matches_its_record():
     with torch.no_grad():
         out = student(torch.from_numpy(SyntheticShapes(2, student.config.num_points, split="test")[0]["points"])[None])
     assert out["logits"].shape == (1, 10)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(limit=0), "--limit must be >= 1"),
+    (dict(shot=0), "few-shot needs --shot"),
+    (dict(way=-1), "--way must be >= 0"),
+])
+def test_evaluate_refuses_sizes_that_evaluate_nothing(options, message):
+    from foundry_edge.training.evaluate import evaluate_model
+
+    with pytest.raises(FoundryError, match=message):  # refused before the model or data are touched
+        evaluate_model(None, None, **options)

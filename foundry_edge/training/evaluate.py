@@ -157,11 +157,24 @@ def pca_2d(reference, *others):
     return [(x - mean) @ vt[:2].T for x in (reference, *others)]
 
 
+def check_eval_options(limit: int | None, way: int, shot: int, query: int, episodes: int) -> None:
+    """Refuse sizes that would evaluate nothing (limit 0) or fit a probe on no clouds (shot 0)."""
+    problems = [msg for bad, msg in (
+        (limit is not None and limit < 1, f"--limit must be >= 1 (got {limit})"),
+        (way < 0, f"--way must be >= 0 (got {way})"),
+        (way > 0 and min(shot, query, episodes) < 1,
+         f"few-shot needs --shot, --query and --episodes >= 1 (got {shot}, {query}, {episodes}) or --way 0"),
+    ) if bad]
+    if problems:
+        raise FoundryError("invalid evaluation options: " + "; ".join(problems))
+
+
 def evaluate_model(model, dataset, *, batch_size: int = 32, limit: int | None = None, way: int = 5,
                    shot: int = 10, query: int = 20, episodes: int = 10, seed: int = 0) -> dict:
     """Every metric this model's heads allow, plus few-shot on its frozen tokens -> a JSON-ready dict."""
     from foundry_edge.models.model import count_parameters
 
+    check_eval_options(limit, way, shot, query, episodes)
     found = collect(model, dataset, batch_size, limit)
     row = {"name": model.config.name, "kind": model.config.kind, "params": count_parameters(model),
            "clouds": int(len(found["labels"]))}
