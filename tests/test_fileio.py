@@ -32,3 +32,16 @@ def test_output_under_a_file_is_a_foundry_error(tmp_path):
         write_text_atomic(blocker / "out.json", "{}")
     with pytest.raises(FoundryError, match="expected a writable folder.*Not a directory"):
         write_text_atomic(blocker / "sub" / "out.json", "{}")
+
+
+def test_ctrl_c_in_a_command_is_one_error_line_and_exit_130(monkeypatch, capsys):
+    import foundry_edge.cli.inspect as inspect_cmd
+    from foundry_edge.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(inspect_cmd, "describe", interrupted)
+    assert main(["inspect", "foundry-s16"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: interrupted (outputs are written atomically: nothing partial was left behind)"]

@@ -40,6 +40,9 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"foundry_edge.cli.{_name}").register(app)
 
 
+INTERRUPTED = "error: interrupted (outputs are written atomically: nothing partial was left behind)"
+
+
 @app.callback()
 def _root() -> None:
     """Distilled 3D foundation models (Foundry) from PyTorch to ONNX, TensorRT and the edge."""
@@ -49,11 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a `FoundryError` becomes one line on stderr and a non-zero exit."""
     try:
         app(args=argv, prog_name="foundry-edge")  # standalone: typer reports usage errors itself
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except SystemExit as exc:  # typer turns Ctrl-C into exit code 130 without a word
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == 130:
+            typer.echo(INTERRUPTED, err=True)
+        return code
     except FoundryError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
+    except KeyboardInterrupt:
+        typer.echo(INTERRUPTED, err=True)
+        return 130
     return 0
 
 
