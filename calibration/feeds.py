@@ -141,7 +141,8 @@ class FeedReader:
         return iter(self.get_next, None)
 
 
-def open_clouds(specs: Sequence[str], samples: int, split: str, seed: int = 0, num_points: int = 1024) -> CloudSet:
+def open_clouds(specs: Sequence[str], samples: int, split: str, seed: int = 0, num_points: int = 1024,
+                min_points: int = 1) -> CloudSet:
     """`samples` clouds of `num_points` from 'synthetic', cloud files, folders or data-set layouts.
 
     split "calibration" draws a synthetic split of its own and the train split of a data set; "test"
@@ -166,7 +167,7 @@ def open_clouds(specs: Sequence[str], samples: int, split: str, seed: int = 0, n
     if len(specs) == 1 and (Path(specs[0]).is_dir() or Path(specs[0]).suffix in (".h5", ".hdf5")):
         return _from_dataset(data.open_dataset(specs[0], layout_split, num_points, seed=seed), samples,
                              f"{specs[0]} ({layout_split} split)")
-    clouds = data.load_clouds(specs, num_points, split=layout_split, seed=seed)
+    clouds = data.load_clouds(specs, num_points, split=layout_split, seed=seed, min_points=min_points)
     return _subset(CloudSet(list(clouds), None, ", ".join(specs)), samples)
 
 

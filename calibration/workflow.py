@@ -80,7 +80,7 @@ def calibrate(config: CalibrateConfig, log: Log = print, on_feed=None) -> dict:
         raise FoundryError("conflicting options: " + "; ".join(problems))
     config.quantize.validate()
     manifest, pre, names = load_model_facts(config)
-    clouds = open_clouds(config.data, config.samples, "calibration", config.seed, pre.num_points)
+    clouds = open_clouds(config.data, config.samples, "calibration", config.seed, pre.num_points, pre.group_size or 1)
     feeds = prepare(clouds, pre, names, config.batch, config.seed)
     log(f"calibrating {config.model.name} ({pre.grouping} grouping, {pre.num_points} points) on {config.samples} "
         f"clouds of {clouds.source}: {_backend_version(config.quantize.backend)}, method {config.quantize.method}")
@@ -119,7 +119,8 @@ def report(config: CalibrateConfig, pre: Preprocessing, names, calib_feeds, log:
     start = time.perf_counter()
     convert_to_fp16(config.model, fp16)
     log(f"wrote {fp16} ({_mib(fp16)}) in {time.perf_counter() - start:.1f} s")
-    held_out = open_clouds(config.eval_data or config.data, config.eval_samples, "test", config.seed, pre.num_points)
+    held_out = open_clouds(config.eval_data or config.data, config.eval_samples, "test", config.seed, pre.num_points,
+                          pre.group_size or 1)
     feeds = prepare(held_out, pre, names, config.batch, config.seed)
     log(f"measuring FP32 vs FP16 vs INT8 on {config.eval_samples} held-out clouds of {held_out.source}")
     start = time.perf_counter()
@@ -181,7 +182,7 @@ def evaluate(model: Path, int8: Optional[Path], fp16: Optional[Path], data: List
         fp16 = out / (model.stem + ".fp16.onnx")
         convert_to_fp16(model, fp16)
         log(f"wrote {fp16} ({_mib(fp16)})")
-    held_out = open_clouds(data, samples, "test", seed, pre.num_points)
+    held_out = open_clouds(data, samples, "test", seed, pre.num_points, pre.group_size or 1)
     log(f"measuring FP32 vs {'FP16 vs INT8' if int8 else 'FP16'} on {samples} clouds of {held_out.source}")
     start = time.perf_counter()
     models = {"fp32": model, "fp16": fp16, **({"int8": int8} if int8 is not None else {})}

@@ -240,7 +240,8 @@ def attach_calibrator(trt, cfg, info: ModelInfo, config: BuildConfig, has_qdq: b
     if config.calib:
         pre = calib_feeds.preprocessing_from(info.manifest)
         clouds = calib_feeds.open_clouds(list(config.calib), config.calib_samples, split="calibration",
-                                         num_points=pre.num_points)  # resampled once, at the model's size
+                                         num_points=pre.num_points,  # resampled once, at the model's size
+                                         min_points=pre.group_size or 1)
         batches = calib_feeds.prepare(clouds, pre, [s.name for s in info.inputs])
     log(f"INT8 calibrator: {config.calib_method}, {len(batches)} batches, cache {config.calib_cache or 'none'}")
     calibrator = make_calibrator(batches, config.calib_cache, config.calib_method, trt=trt)

@@ -169,3 +169,19 @@ def test_read_clouds_keeps_stored_sizes_and_labels(tmp_path, rng):
     assert read_clouds([tmp_path / "set", tmp_path / "loose.npy"])[1] is None
     with pytest.raises(FoundryError, match="num_points >= 1"):
         load_clouds(tmp_path / "set", None)
+
+
+def test_load_clouds_refuses_a_cloud_smaller_than_a_group_instead_of_padding_it(tmp_path, rng):
+    tiny = tmp_path / "one_point.npy"
+    np.save(tiny, rng.normal(size=(1, 3)).astype(np.float32))
+    assert load_clouds([tiny], 64).shape == (1, 64, 3)  # no minimum asked: resampling pads, as documented
+    with pytest.raises(FoundryError, match="one_point.npy"):
+        load_clouds([tiny], 64, min_points=16)
+
+
+def test_calibration_refuses_clouds_smaller_than_the_models_groups(tmp_path, rng):
+    from foundry_edge.calibration.feeds import open_clouds
+
+    np.save(tmp_path / "small.npy", rng.normal(size=(5, 3)).astype(np.float32))
+    with pytest.raises(FoundryError, match="small.npy"):
+        open_clouds([str(tmp_path / "small.npy")], 1, "calibration", num_points=256, min_points=8)
