@@ -73,11 +73,15 @@ def trtexec_shapes(manifest: dict) -> str:
     profiles = manifest.get("profiles") or {}
     if not profiles:
         return ""
-    flags = []
-    for i, which in enumerate(("min", "opt", "max")):
-        shapes = []
-        for spec in manifest["inputs"]:
-            dims = [str(profiles[d][i]) if isinstance(d, str) else str(d) for d in spec["shape"]]
-            shapes.append(f"{spec['name']}:{'x'.join(dims)}")
-        flags.append(f"--{which}Shapes={','.join(shapes)}")
-    return " ".join(flags)
+    shapes = {spec["name"]: tuple([profiles[d][i] if isinstance(d, str) else d for d in spec["shape"]]
+                                  for i in range(3))
+              for spec in manifest["inputs"]}
+    return " ".join(shape_flags(shapes))
+
+
+def shape_flags(shapes) -> list:
+    """{input: (min, opt, max) shapes} -> trtexec's ["--minShapes=a:1x3,...", "--optShapes=...", "--maxShapes=..."]."""
+    def joined(which: int) -> str:
+        return ",".join(f"{name}:{'x'.join(str(d) for d in triple[which])}" for name, triple in shapes.items())
+
+    return [f"--{which}Shapes={joined(i)}" for i, which in enumerate(("min", "opt", "max"))]

@@ -120,11 +120,9 @@ def _shape_from_profiles(spec, profiles: Dict[str, List[int]], which: int) -> Sh
 def trtexec_command(onnx: Path, plan: Path, shapes, config: BuildConfig, strongly_typed: bool,
                     fp32_layers: Sequence[str] = ()) -> str:
     """The trtexec line that builds the same engine (flags from TensorRT 8.5 to 11)."""
-    def joined(which: int) -> str:
-        return ",".join(f"{name}:{'x'.join(str(d) for d in triple[which])}" for name, triple in shapes.items())
+    from foundry_edge.export.manifest import shape_flags
 
-    parts = ["trtexec", f"--onnx={onnx}", f"--saveEngine={plan}",
-             f"--minShapes={joined(0)}", f"--optShapes={joined(1)}", f"--maxShapes={joined(2)}"]
+    parts = ["trtexec", f"--onnx={onnx}", f"--saveEngine={plan}", *shape_flags(shapes)]
     if strongly_typed:
         parts.append("--stronglyTyped")
     elif config.precision in ("fp16", "int8"):
