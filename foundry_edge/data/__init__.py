@@ -2,9 +2,10 @@
 
 from foundry_edge.data.batches import iter_batches, load_clouds, read_clouds
 from foundry_edge.data.datasets import open_dataset
-from foundry_edge.data.readers import read_cloud, read_cloud_with_fields, validate_cloud
+from foundry_edge.data.readers import DroppedPoints, centre_cloud, read_cloud, read_cloud_with_fields, validate_cloud
 from foundry_edge.data.synthetic import SYNTHETIC_CLASSES, SyntheticShapes
 from foundry_edge.data.transforms import augment, normalize, resample
 
-__all__ = ["SYNTHETIC_CLASSES", "SyntheticShapes", "augment", "iter_batches", "load_clouds", "normalize",
-           "open_dataset", "read_cloud", "read_cloud_with_fields", "read_clouds", "resample", "validate_cloud"]
+__all__ = ["DroppedPoints", "SYNTHETIC_CLASSES", "SyntheticShapes", "augment", "centre_cloud", "iter_batches",
+           "load_clouds", "normalize", "open_dataset", "read_cloud", "read_cloud_with_fields", "read_clouds", "resample",
+           "validate_cloud"]

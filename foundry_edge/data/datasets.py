@@ -3,13 +3,15 @@
 Every layout reads one sample on access (nothing is loaded whole), and resamples it to `num_points`
 with `resample_indices(..., seed=[seed, index])`, so an item is the same on every read
 (`num_points=None` keeps each cloud as stored).
-`open_dataset(spec, split, num_points)` picks the layout from a path, or builds "synthetic[:N]".
+`open_dataset(spec, split, num_points)` picks the layout from a path, or builds "synthetic[:N]";
+`drop_invalid=True` drops points with NaN/Inf from each sample instead of refusing it.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -27,9 +29,11 @@ DEFAULT_SYNTHETIC_SAMPLES = 128
 
 
 class PointDataset:
-    """Base: subclasses set `classes`, `__len__` and `_load(index) -> (points (M, 3), label, parts or None)`."""
+    """Base: subclasses set `classes`, `__len__` and `_load(index) -> (points (M, 3), label, parts or None)`;
+    they drop NaN/Inf rows of a sample when `drop_invalid` is set (open_dataset sets it), else refuse them."""
 
     classes: List[str]
+    drop_invalid: bool = False
 
     def __init__(self, num_points: Optional[int], seed: int = 0):
         if num_points is not None and num_points < 1:
@@ -78,9 +82,13 @@ class H5Dataset(PointDataset):
         self.files, self._handles = list(files), {}
         labels = []
         for path in self.files:
-            with _open_h5(path) as fh:
+            with _open_h5(path) as fh, _h5_errors(path):
                 if "data" not in fh or "label" not in fh:
                     raise FoundryError(f"{path}: expected HDF5 datasets 'data' and 'label', found {sorted(fh)}")
+                shape, count = fh["data"].shape, fh["label"].size
+                if len(shape) != 3 or shape[2] < 3 or shape[0] != count:
+                    raise FoundryError(f"{path}: expected 'data' (S, M, 3+) with S equal to the {count} labels, "
+                                       f"found {shape}: check or download the file again")
                 labels.append(np.asarray(fh["label"]).reshape(-1).astype(np.int64))
         self.labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
         self._rows = [(f, r) for f, lab in enumerate(labels) for r in range(len(lab))]
@@ -94,8 +102,10 @@ class H5Dataset(PointDataset):
         f, row = self._rows[index]
         if f not in self._handles:
             self._handles[f] = _open_h5(self.files[f])
-        data = np.asarray(self._handles[f]["data"][row])
-        return validate_cloud(data[:, :3], 1, f"{self.files[f]} row {row}"), self.labels[index], None
+        with _h5_errors(self.files[f]):
+            data = np.asarray(self._handles[f]["data"][row])
+        return (validate_cloud(data[:, :3], 1, f"{self.files[f]} row {row}", drop_invalid=self.drop_invalid),
+                self.labels[index], None)
 
     def __getstate__(self):  # open HDF5 handles do not pickle (DataLoader workers reopen them)
         return {**self.__dict__, "_handles": {}}
@@ -107,6 +117,17 @@ def _open_h5(path: Path):
         return h5py.File(path, "r")
     except OSError as exc:
         raise FoundryError(f"{path}: not a readable HDF5 file ({exc}); check or download it again") from None
+
+
+@contextmanager
+def _h5_errors(path: Path):
+    """h5py's errors on a damaged file (a chunk that does not decode, a bad dataset header) as one line."""
+    try:
+        yield
+    except (OSError, RuntimeError, ValueError, KeyError, IndexError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "corrupt"
+        raise FoundryError(f"{path}: HDF5 data could not be read ({type(exc).__name__}: {first}); "
+                           "check or download the file again") from None
 
 
 def modelnet40_h5(root: Path, split: str, num_points: Optional[int], seed: int = 0) -> H5Dataset:
@@ -148,8 +169,8 @@ class FileListDataset(PointDataset):
 
     def _load(self, index):
         if not self._parts:
-            return read_cloud(self.files[index]), self.labels[index], None
-        fields = read_cloud_with_fields(self.files[index])
+            return read_cloud(self.files[index], drop_invalid=self.drop_invalid), self.labels[index], None
+        fields = read_cloud_with_fields(self.files[index], drop_invalid=self.drop_invalid)
         if "labels" not in fields:
             raise FoundryError(f"{self.files[index]}: expected per-point part labels (x y z nx ny nz part rows), "
                                f"found fields {sorted(fields)}")
@@ -229,8 +250,8 @@ class ArrayDataset(PointDataset):
 
     def _load(self, index):
         cloud = np.asarray(self.clouds[index])
-        return validate_cloud(cloud[:, :3] if cloud.ndim == 2 else cloud, 1, f"{self.source}[{index}]"), \
-            self.labels[index], None
+        return validate_cloud(cloud[:, :3] if cloud.ndim == 2 else cloud, 1, f"{self.source}[{index}]",
+                              drop_invalid=self.drop_invalid), self.labels[index], None
 
 
 def _unpickle(path: Path, trust_pickle: bool):
@@ -291,13 +312,21 @@ def _check_options(layout: str, build: Callable, options: dict) -> None:
 
 
 def open_dataset(spec, split: str = "train", num_points: Optional[int] = 1024, *, seed: int = 0, trust_pickle: bool = False,
-                 **options) -> PointDataset:
+                 drop_invalid: bool = False, **options) -> PointDataset:
     """A data set from "synthetic", "synthetic:N", a data-set folder, a .dat/.pkl pickle or one .h5 file.
 
     `options` go to the layout that takes them (ScanObjectNN `variant`, synthetic `classes`/`noise`, one
     .h5 file's `classes` names); others are refused.
     `num_points=None` keeps stored sizes (synthetic shapes then have 1024 points).
+    `drop_invalid` drops NaN/Inf points of each sample (a DroppedPoints warning per sample) instead of refusing it.
     """
+    dataset = _open(spec, split, num_points, seed, trust_pickle, options)
+    if isinstance(dataset, PointDataset):  # synthetic shapes have no invalid points
+        dataset.drop_invalid = drop_invalid
+    return dataset
+
+
+def _open(spec, split: str, num_points: Optional[int], seed: int, trust_pickle: bool, options: dict) -> PointDataset:
     text = str(spec)
     if text == "synthetic" or text.startswith("synthetic:"):
         count = text.partition(":")[2] or str(DEFAULT_SYNTHETIC_SAMPLES)

@@ -1,14 +1,18 @@
 """PLY and PCD parsing with numpy structured dtypes: the header is parsed here, the body read in one go.
 
 Both return a numpy structured array with one named field per property, read straight from the file
-(binary: one `np.fromfile`; ascii: one `np.loadtxt`), so there is no copy beyond the read itself.
+(binary: one `np.fromfile`; ascii: one `np.loadtxt` over the lines present), so there is no copy beyond
+the read itself. Header counts are never trusted: binary data must fit the bytes that follow the header,
+ascii data must have exactly the lines claimed, and nothing is allocated for a count before that holds.
 Formats: PLY 1.0 (paulbourke.net/dataformats/ply), PCD v0.7 (pointclouds.org/documentation/tutorials/
 pcd_file_format.html).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import warnings
 from pathlib import Path
 from typing import List, Tuple
 
@@ -20,6 +24,7 @@ _PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short":
               "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
               "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
 _PLY_FORMATS = {"ascii": None, "binary_little_endian": "<", "binary_big_endian": ">"}
+_LZF_MAX_RATIO = 88  # an LZF back-reference expands 3 bytes into at most 264
 
 
 def _read_header(fh, first: bytes, last: bytes, source: Path, limit: int = 1 << 16) -> List[str]:
@@ -95,23 +100,32 @@ def read_ply(source: Path) -> np.ndarray:
         order = _PLY_FORMATS[fmt] or "<"
         dtype = np.dtype([(p, order + t) for p, t in props])
         if fmt == "ascii":
-            return _ascii_rows(fh, dtype, count, skip_rows, source, "PLY vertices")
+            after = sum(e[1] for e in elements[names.index("vertex") + 1:])
+            if sum(1 for _ in itertools.islice(fh, skip_rows)) < skip_rows:
+                raise FoundryError(f"{source}: header says {skip_rows} PLY rows before the vertices, found fewer: "
+                                   "the file is truncated")
+            return _ascii_rows(fh, dtype, count, source, "PLY vertices", after)
         _check_size(source, offset + skip_bytes, count, dtype.itemsize, "PLY vertices")
         fh.seek(offset + skip_bytes)
         return np.fromfile(fh, dtype=dtype, count=count)
 
 
-def _ascii_rows(fh, dtype: np.dtype, count: int, skip: int, source: Path, what: str) -> np.ndarray:
-    """`count` text rows after `skip` rows, one value per (flattened) field of `dtype`."""
+def _ascii_rows(fh, dtype: np.dtype, count: int, source: Path, what: str, after: int = 0) -> np.ndarray:
+    """`count` text rows, one value per (flattened) field of `dtype`, then `after` more non-blank lines (later
+    elements). Only the lines present are parsed, so a claimed count allocates nothing it does not find."""
     from numpy.lib import recfunctions
 
-    for _ in range(skip):
-        fh.readline()
-    rows = np.loadtxt(fh, dtype=np.float64, max_rows=count, ndmin=2, comments=None)
     width = sum(int(np.prod(dtype[n].shape)) for n in dtype.names)
+    with warnings.catch_warnings():  # an empty body is named below, not warned about
+        warnings.simplefilter("ignore", UserWarning)
+        rows = np.loadtxt(itertools.islice(fh, count), dtype=np.float64, ndmin=2, comments=None)
     if rows.shape != (count, width) and not (count == 0 and rows.size == 0):
         raise FoundryError(f"{source}: header says {count} {what} of {width} values, found {rows.shape[0]} rows of "
-                           f"{rows.shape[1] if rows.ndim == 2 else 0}: the file is truncated or corrupt")
+                           f"{rows.shape[1] if rows.size else 0}: the file is truncated or corrupt")
+    more = sum(1 for line in fh if line.strip())
+    if more != after:
+        raise FoundryError(f"{source}: header says {count} {what}" + (f" and {after} more rows" if after else "")
+                           + f", found {more} lines after the {what}: the header's counts are wrong")
     return recfunctions.unstructured_to_structured(rows.reshape(count, width), dtype=dtype)
 
 
@@ -158,7 +172,7 @@ def read_pcd(source: Path) -> np.ndarray:
         count = _pcd_count(head, source)
         kind = head["DATA"][0].lower() if head["DATA"] else ""
         if kind == "ascii":
-            return _ascii_rows(fh, dtype, count, 0, source, "PCD points")
+            return _ascii_rows(fh, dtype, count, source, "PCD points")
         if kind == "binary":
             _check_size(source, offset, count, dtype.itemsize, "PCD points")
             return np.fromfile(fh, dtype=dtype, count=count)
@@ -168,12 +182,24 @@ def read_pcd(source: Path) -> np.ndarray:
 
 
 def _pcd_count(head: dict, source: Path) -> int:
-    if "POINTS" in head and head["POINTS"] and head["POINTS"][0].isdigit():
-        return int(head["POINTS"][0])
-    try:
-        return int(head["WIDTH"][0]) * int(head["HEIGHT"][0])
-    except (KeyError, IndexError, ValueError):
-        raise FoundryError(f"{source}: expected PCD POINTS or WIDTH and HEIGHT in the header, found neither") from None
+    """POINTS, or WIDTH x HEIGHT (an organised cloud's grid); each a non-negative integer, and POINTS equal to
+    WIDTH x HEIGHT when all three are given, as PCL's reader requires."""
+    found = {}
+    for key in ("WIDTH", "HEIGHT", "POINTS"):
+        if key in head:
+            if len(head[key]) != 1 or not head[key][0].isdigit():
+                raise FoundryError(f"{source}: expected PCD {key} to be one non-negative integer, found "
+                                   f"{' '.join(head[key]) or 'nothing'}: the header is corrupt")
+            found[key] = int(head[key][0])
+    if "WIDTH" in found and "HEIGHT" in found:
+        grid = found["WIDTH"] * found["HEIGHT"]
+        if found.get("POINTS", grid) != grid:
+            raise FoundryError(f"{source}: PCD WIDTH {found['WIDTH']} x HEIGHT {found['HEIGHT']} is {grid} points, "
+                               f"but POINTS says {found['POINTS']}: the header is corrupt")
+        return grid
+    if "POINTS" in found:
+        return found["POINTS"]
+    raise FoundryError(f"{source}: expected PCD POINTS or WIDTH and HEIGHT in the header, found neither")
 
 
 def _pcd_compressed(body: bytes, dtype: np.dtype, count: int, source: Path) -> np.ndarray:
@@ -182,7 +208,7 @@ def _pcd_compressed(body: bytes, dtype: np.dtype, count: int, source: Path) -> n
     if len(body) < 8:
         raise FoundryError(f"{source}: PCD binary_compressed data is {len(body)} bytes, expected at least 8: truncated")
     packed, unpacked = np.frombuffer(body[:8], dtype="<u4")
-    if unpacked != count * dtype.itemsize or len(body) < 8 + packed:
+    if unpacked != count * dtype.itemsize or len(body) < 8 + packed or unpacked > _LZF_MAX_RATIO * packed:
         raise FoundryError(f"{source}: PCD binary_compressed sizes ({packed} packed, {unpacked} unpacked) do not match "
                            f"{count} points of {dtype.itemsize} bytes and {len(body) - 8} bytes present: truncated")
     raw = lzf.decompress(body[8:8 + packed], int(unpacked)) if unpacked else b""

@@ -2,36 +2,117 @@
 
 Formats by suffix: .npy, .npz, .ply (ascii and binary), .pcd (ascii, binary, binary_compressed),
 .xyz/.txt/.csv/.pts (text), .las/.laz (laspy, extra `data`). A file is first read into a table of
-named columns (views, no copies), then the coordinates are taken from `x y z` (or the first three
-columns) into one float32 array and validated by `validate_cloud`.
+named columns in the file's own precision (views, no copies); header counts are checked against the
+file size before anything is allocated (ply_pcd.py, las.py). The coordinates are then taken from
+`x y z`, checked, moved to a float64 origin when float32 would round the shape (see `read_cloud`),
+and only then cast to float32.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from foundry_edge.errors import FoundryError, require
+from foundry_edge.data.las import read_las
+from foundry_edge.data.ply_pcd import read_pcd, read_ply
+from foundry_edge.errors import FoundryError
 
 Columns = Optional[Sequence[Union[int, str]]]
 _MMAP_BYTES = 64 << 20        # .npy files above this are memory-mapped, not read whole
 _TEXT_SUFFIXES = (".xyz", ".txt", ".csv", ".pts")
+# float32 rounding at the largest coordinate, as a fraction of the cloud's extent: above the first a file's
+# cloud is recentred before the cast (see read_cloud), above the second an array is refused (validate_cloud).
+_RECENTRE_STEP, _REFUSE_STEP = 2.0 ** -16, 2.0 ** -10
+# Extents a float32 model can normalise: its radius stays above the graph's 1e-12 clamp and its squares finite.
+_EXTENT_RANGE = (1e-10, 1e15)
 # Named fields that read_cloud_with_fields gathers into one array each, first match wins.
 _VECTOR_FIELDS = {"normals": (("nx", "ny", "nz"), ("normal_x", "normal_y", "normal_z")),
                   "colors": (("red", "green", "blue"), ("r", "g", "b"), ("diffuse_red", "diffuse_green", "diffuse_blue"))}
 _LABEL_FIELDS = ("label", "labels", "class", "classification", "part", "part_label", "segment", "semantic")
 
 
-def validate_cloud(points, min_points: int = 1, source: str = "<array>") -> np.ndarray:
-    """Check one cloud and return it as a C-contiguous (N, 3) float32 array.
+class DroppedPoints(UserWarning):
+    """Rows with NaN/Inf dropped under `drop_invalid=True`; the message names the cloud and how many."""
 
-    Refuses (with the file named): not 2-D with 3 columns, no points, NaN or Inf (how many, first row),
-    fewer than `min_points` points.
+
+def validate_cloud(points, min_points: int = 1, source: str = "<array>", *, drop_invalid: bool = False) -> np.ndarray:
+    """Check one cloud and return it as a C-contiguous (N, 3) float32 array, coordinates as given.
+
+    Refuses (with the file named): not 2-D with 3 columns, no points, NaN or Inf (how many, first row)
+    unless `drop_invalid` drops those rows (a `DroppedPoints` warning says how many, as does
+    len(points) - len(result)), fewer than `min_points` points, an extent outside 1e-10..1e15, and
+    coordinates so far from the origin that float32 would round them by more than 1/1024 of the extent:
+    centre those in float64 first (`centre_cloud`; `read_cloud` does it for files).
     """
+    arr, _ = _finite_rows(points, min_points, source, drop_invalid)
+    lo, hi = _bounds(arr)
+    return _to_float32(arr, lo, hi, np.zeros(3), source)
+
+
+def centre_cloud(points, source: str = "<array>") -> Tuple[np.ndarray, np.ndarray]:
+    """(N, 3) finite points in any precision -> (N, 3) float32 around the origin, origin (3,) float64.
+
+    The origin is the bounding-box centre, subtracted in float64 before the cast, so a cloud at map
+    coordinates keeps its shape; `points + origin` is the input in its own frame again.
+    """
+    arr, _ = _finite_rows(points, 1, source, False)
+    lo, hi = _bounds(arr)
+    origin = (lo + hi) / 2
+    return _to_float32(arr, lo, hi, origin, source), origin
+
+
+def read_cloud(path, *, columns: Columns = None, min_points: int = 1, drop_invalid: bool = False) -> np.ndarray:
+    """One cloud file -> (N, 3) float32. `columns`: three names (ply/pcd/las properties) or positions.
+
+    Coordinates are read in the file's precision and returned as stored, unless float32 would round them
+    by more than 1/65536 of the cloud's extent (a cloud more than ~100 extents from the origin, as at map
+    coordinates): then they come back around their bounding-box centre, subtracted in float64, and
+    `read_cloud_with_fields` gives that origin. A model that normalises its input (the default) sees the
+    same cloud either way; positions it returns are then relative to the origin. `drop_invalid` drops rows
+    with NaN/Inf (organised PCDs hold them by design; PCL's removeNaNFromPointCloud) instead of refusing.
+    """
+    source = Path(path)
+    return cloud_from_table(read_table(source), source, columns=columns, min_points=min_points,
+                            drop_invalid=drop_invalid)[0]
+
+
+def read_cloud_with_fields(path, *, columns: Columns = None, min_points: int = 1,
+                           drop_invalid: bool = False) -> Dict[str, np.ndarray]:
+    """One cloud file -> {"points" (N, 3) f32 as `read_cloud` gives them, "origin" (3,) f64 (file coordinates
+    are points + origin; zeros unless recentred), "dropped" (rows with NaN/Inf dropped by `drop_invalid`),
+    and where present "normals" (N, 3) f32, "colors" (N, 3), "labels" (N,) i64, plus every other
+    per-point column under its own name}.
+
+    Unnamed arrays (npy, text): columns 0-2 are points, 3-5 normals (6+ columns), column 6 labels
+    when there are exactly 7 (ShapeNetPart rows), the rest is "extra" (N, C - used).
+    """
+    source = Path(path)
+    table = read_table(source)
+    points, origin, keep = cloud_from_table(table, source, columns=columns, min_points=min_points,
+                                            drop_invalid=drop_invalid)
+    fields = _named_fields(table) if isinstance(table, dict) else _array_fields(table)
+    if keep is not None:
+        fields = {name: value[keep] for name, value in fields.items()}
+    return {"points": points, **fields, "origin": origin, "dropped": 0 if keep is None else int((~keep).sum())}
+
+
+def cloud_from_table(table, source: Path, *, columns: Columns = None, min_points: int = 1,
+                     drop_invalid: bool = False) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """A file's table -> points (N, 3) f32, origin (3,) f64, and the rows kept (None when all are); see `read_cloud`."""
+    arr, keep = _finite_rows(coordinates(table, columns, source), min_points, str(source), drop_invalid)
+    lo, hi = _bounds(arr)
+    step, extent, _ = _float32_step(lo, hi)
+    origin = (lo + hi) / 2 if step > _RECENTRE_STEP * extent else np.zeros(3)
+    return _to_float32(arr, lo, hi, origin, str(source)), origin, keep
+
+
+def _finite_rows(points, min_points: int, source: str, drop_invalid: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """(N, 3) real points in their own dtype, and the rows kept when `drop_invalid` dropped some."""
     arr = np.asarray(points)
     if arr.ndim != 2 or arr.shape[1] != 3:
         raise FoundryError(f"{source}: expected points of shape (N, 3), found {arr.shape}; "
@@ -40,35 +121,47 @@ def validate_cloud(points, min_points: int = 1, source: str = "<array>") -> np.n
         raise FoundryError(f"{source}: expected real numeric coordinates, found dtype {arr.dtype}")
     if arr.shape[0] == 0:
         raise FoundryError(f"{source}: expected at least {max(min_points, 1)} points, found an empty cloud")
-    arr = np.require(arr, dtype=np.float32, requirements=["C", "W"])  # copies a read-only memory map
-    bad = ~np.isfinite(arr).all(axis=1)
+    bad, keep = ~np.isfinite(arr).all(axis=1), None
     if bad.any():
-        raise FoundryError(f"{source}: expected finite coordinates, found {int(bad.sum())} points with NaN/Inf "
-                           f"(first at row {int(np.argmax(bad))}); drop or fix those points")
+        found = f"{int(bad.sum())} points with NaN/Inf (first at row {int(np.argmax(bad))})"
+        if not drop_invalid:
+            raise FoundryError(f"{source}: expected finite coordinates, found {found}; drop or fix those points "
+                               "(drop_invalid=True drops them)")
+        if bad.all():
+            raise FoundryError(f"{source}: expected finite coordinates, found NaN/Inf in all {len(arr)} points")
+        warnings.warn(f"{source}: dropped {found} of {len(arr)}", DroppedPoints, stacklevel=3)
+        keep = ~bad
+        arr = arr[keep]
     if arr.shape[0] < min_points:
         raise FoundryError(f"{source}: expected at least {min_points} points, found {arr.shape[0]}; "
                            "use a denser cloud or fewer points per cloud")
-    return arr
+    return arr, keep
 
 
-def read_cloud(path, *, columns: Columns = None, min_points: int = 1) -> np.ndarray:
-    """One cloud file -> (N, 3) float32. `columns`: three names (ply/pcd/las properties) or positions."""
-    source = Path(path)
-    return validate_cloud(coordinates(read_table(source), columns, source), min_points, str(source))
+def _bounds(arr: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    return arr.min(axis=0).astype(np.float64), arr.max(axis=0).astype(np.float64)
 
 
-def read_cloud_with_fields(path, *, columns: Columns = None, min_points: int = 1) -> Dict[str, np.ndarray]:
-    """One cloud file -> {"points" (N, 3) f32, and where present "normals" (N, 3) f32, "colors" (N, 3),
-    "labels" (N,) i64, plus every other per-point column under its own name}.
+def _float32_step(lo: np.ndarray, hi: np.ndarray) -> Tuple[float, float, float]:
+    """(float32 spacing at the largest coordinate, extent = largest bounding-box side, that coordinate)."""
+    reach = min(float(np.abs(np.concatenate([lo, hi])).max()), float(np.finfo(np.float32).max))
+    return float(np.spacing(np.float32(reach))), float((hi - lo).max()), reach
 
-    Unnamed arrays (npy, text): columns 0-2 are points, 3-5 normals (6+ columns), column 6 labels
-    when there are exactly 7 (ShapeNetPart rows), the rest is "extra" (N, C - used).
-    """
-    source = Path(path)
-    table = read_table(source)
-    points = validate_cloud(coordinates(table, columns, source), min_points, str(source))
-    fields = _named_fields(table) if isinstance(table, dict) else _array_fields(table)
-    return {"points": points, **fields}
+
+def _to_float32(arr: np.ndarray, lo: np.ndarray, hi: np.ndarray, origin: np.ndarray, source: str) -> np.ndarray:
+    """arr - origin (in float64) as float32, refused where float32 would lose the shape (see validate_cloud)."""
+    step, extent, reach = _float32_step(lo - origin, hi - origin)
+    if extent and not _EXTENT_RANGE[0] <= extent <= _EXTENT_RANGE[1]:
+        raise FoundryError(f"{source}: expected a cloud extent between {_EXTENT_RANGE[0]:g} and {_EXTENT_RANGE[1]:g} "
+                           f"(float32 models square coordinates to normalise them), found {extent:.3g}: "
+                           "rescale the coordinates (e.g. to metres)")
+    if extent and step > _REFUSE_STEP * extent:
+        raise FoundryError(f"{source}: coordinates reach {reach:.9g} for an extent of {extent:.3g}, where float32 "
+                           f"steps are {step:.3g} ({step / extent:.1%} of the extent) and the shape is lost; subtract "
+                           "a float64 origin first (foundry_edge.data.centre_cloud), as read_cloud does for files")
+    if not origin.any():
+        return np.require(arr, dtype=np.float32, requirements=["C", "W"])  # copies a read-only memory map
+    return np.subtract(arr, origin, dtype=np.float64).astype(np.float32)
 
 
 def read_table(source: Path):
@@ -90,11 +183,14 @@ def read_table(source: Path):
 
 
 def coordinates(table, columns: Columns, source: Path) -> np.ndarray:
-    """(N, 3) coordinates from a table: named x y z by default, else the first three columns."""
+    """(N, 3) coordinates from a table in its own precision: named x y z by default (a table without them is
+    refused rather than read from other columns), else three `columns` by name or position."""
     if isinstance(table, dict):
         names = list(table)
-        wanted = list(columns) if columns is not None else (["x", "y", "z"] if {"x", "y", "z"} <= set(names)
-                                                           else names[:3])
+        if columns is None and not {"x", "y", "z"} <= set(names):
+            raise FoundryError(f"{source}: expected properties x, y and z, found {names}; pass the three coordinate "
+                               "properties as columns=(...)")
+        wanted = list(columns) if columns is not None else ["x", "y", "z"]
         picked = [names[c] if isinstance(c, int) and -len(names) <= c < len(names) else c for c in wanted]
         unknown = [c for c in picked if c not in table]
         if unknown or len(picked) != 3:
@@ -192,33 +288,6 @@ def _count_numbers(text: str) -> int:
         return 0
 
 
-def _read_las(source: Path) -> Dict[str, np.ndarray]:
-    """LAS/LAZ through laspy: scaled x y z in float64, then every point dimension by name."""
-    laspy = require("laspy", "data")
-    try:
-        las = laspy.read(source)
-    except laspy.errors.LaspyException as exc:
-        hint = " (LAZ needs a backend: pip install lazrs)" if "backend" in str(exc).lower() else ""
-        raise FoundryError(f"{source}: laspy could not read it: {exc}{hint}") from None
-    table = {"x": np.asarray(las.x), "y": np.asarray(las.y), "z": np.asarray(las.z)}
-    for name in las.point_format.dimension_names:
-        if name not in ("X", "Y", "Z"):
-            table[name] = np.asarray(las[name])
-    return table
-
-
-def _read_ply(source: Path) -> np.ndarray:
-    from foundry_edge.data.ply_pcd import read_ply
-
-    return read_ply(source)
-
-
-def _read_pcd(source: Path) -> np.ndarray:
-    from foundry_edge.data.ply_pcd import read_pcd
-
-    return read_pcd(source)
-
-
-_READERS = {".npy": _read_npy, ".npz": _read_npz, ".ply": _read_ply, ".pcd": _read_pcd,
-            ".las": _read_las, ".laz": _read_las}
+_READERS = {".npy": _read_npy, ".npz": _read_npz, ".ply": read_ply, ".pcd": read_pcd, ".las": read_las,
+            ".laz": read_las}
 CLOUD_SUFFIXES = tuple(sorted(set(_READERS) | set(_TEXT_SUFFIXES)))
