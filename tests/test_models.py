@@ -103,7 +103,7 @@ def test_dso_assigns_each_token_to_exactly_one_supertoken(points):
     model = _student()
     tokens, centers = model.tokenizer(normalize_cloud(points))
     with torch.no_grad():
-        hot = model.assigner(tokens, centers)
+        hot, _ = model.assigner(tokens, centers)
         logits = model.assigner.logits(tokens)
     assert torch.equal(hot.sum(-1), torch.ones(2, 16))
     assert torch.equal(hot.argmax(-1), logits.argmax(-1))
@@ -112,7 +112,7 @@ def test_dso_assigns_each_token_to_exactly_one_supertoken(points):
 def test_dso_training_is_hard_and_differentiable(points):
     model = _student().train()
     tokens, centers = model.tokenizer(normalize_cloud(points))
-    hot = model.assigner(tokens, centers)
+    hot, _ = model.assigner(tokens, centers)
     assert set(hot.detach().unique().tolist()) <= {0.0, 1.0}
     assert torch.equal(hot.detach().sum(-1), torch.ones(2, 16))
     hot.mul(torch.randn_like(hot)).sum().backward()
@@ -126,7 +126,7 @@ def test_student_encoder_sees_supertoken_means_and_cau_routes_back(points):
     with torch.no_grad():
         out = model(points)
         tokens, centers = model.tokenizer(normalize_cloud(points))
-        hot = model.assigner(tokens, centers)
+        hot, _ = model.assigner(tokens, centers)
         values = model.assigner.v(tokens)
         counts = hot.sum(1)
         for b in range(2):

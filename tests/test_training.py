@@ -73,7 +73,7 @@ def test_gated_student_pays_the_gate_term(teacher_path, clouds, tmp_path):
                         train=quick(steps=2), cfg=distill_module.DistillConfig(lambda_gate=0.5), log=lambda s: None)
     last = result.records[-1]
     assert 0.0 < last["gate_prob"] < 1.0
-    assert last["loss"] == pytest.approx(last["recon"] - 0.5 * last["gate_prob"], rel=1e-5)
+    assert last["loss"] == pytest.approx(last["recon"] - 0.5 * last["gate_prob"] + 0.1 * last["balance"], rel=1e-5)
 
 
 def test_nan_stops_keeps_the_checkpoint_and_resume_matches_an_uninterrupted_run(teacher_path, clouds, tmp_path,
@@ -214,6 +214,7 @@ def test_cli_refuses_conflicts_and_writes_an_evaluation_report(teacher_path, clo
                  "--out", str(tmp_path / "report")]) == 0
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert [m["kind"] for m in report["models"]] == ["teacher", "student"]
+    assert "assignment_health" not in report["models"][0] and report["models"][1]["assignment_health"]["clouds"] == 20
     agreement = report["token_agreement"][0]
     assert -1.0 <= agreement["cosine"]["mean"] <= 1.0
     markdown = (tmp_path / "report" / "report.md").read_text()

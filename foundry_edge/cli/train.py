@@ -91,23 +91,34 @@ def distill(
     beta: float = typer.Option(1.0, "--beta", help="SmoothL1 beta (the paper gives none; torch's default)."),
     lambda_gate: Optional[float] = typer.Option(None, "--lambda-gate", help="Gate term weight (Foundry-Gate students only; default 0.01)."),
     init_from_teacher: bool = typer.Option(True, "--init-from-teacher/--no-init-from-teacher", help="Copy the teacher's tokenizer, positions and blocks where shapes match."),
+    lambda_balance: float = typer.Option(0.1, "--lambda-balance", help="Weight of the per-cloud load-balancing term that keeps the DSO assignment spread (0: off)."),
+    tau_start: float = typer.Option(1.0, "--tau-start", help="Gumbel-softmax temperature at the first step."),
+    tau_end: float = typer.Option(0.3, "--tau-end", help="Temperature reached when the noisy phase ends (geometric annealing)."),
+    hard_fraction: float = typer.Option(0.2, "--hard-fraction", help="Last share of the steps trained noise-free on the argmax assignment inference uses."),
 ) -> None:
-    """Distil a frozen teacher's tokens into a Foundry student (SmoothL1 on layer-normed targets)."""
+    """Distil a frozen teacher's tokens into a Foundry student (SmoothL1 on layer-normed targets).
+
+    Points, groups, group size, input normalisation and the output width come from the teacher;
+    an explicit --set of one of them must agree with it.
+    """
     from foundry_edge.models.config import parse_overrides
     from foundry_edge.models.registry import get_config
     from foundry_edge.training.data import open_training_data
-    from foundry_edge.training.distill import DistillConfig, distill as run_distill
+    from foundry_edge.training.distill import DistillConfig, distill as run_distill, matched_overrides, resolve_model
 
     overrides = parse_overrides(set_)
-    student_config = get_config(student, **overrides)
+    teacher_config = resolve_model(teacher)[0].config
+    student_config = get_config(student, **matched_overrides(teacher_config, overrides))
     if lambda_gate is not None and not student_config.gate:
         raise FoundryError(f"--lambda-gate weights the Foundry-Gate term, but {student!r} has no gate: drop "
                            "--lambda-gate or pick a gated student (foundry-gate16, or --set gate=true)")
     train = _train_config(steps, batch_size, lr, weight_decay, warmup, seed, log_every, checkpoint_every, device, augment)
     dataset = open_training_data(data, "train", points or student_config.num_points, samples, seed)
     _start_line("distill", train, data, dataset)
-    cfg = DistillConfig(beta=beta, init_from_teacher=init_from_teacher,
-                            **({} if lambda_gate is None else {"lambda_gate": lambda_gate}))
+    cfg = DistillConfig(beta=beta, init_from_teacher=init_from_teacher, lambda_balance=lambda_balance,
+                        tau_start=tau_start, tau_end=tau_end, hard_fraction=hard_fraction,
+                        **({} if lambda_gate is None else {"lambda_gate": lambda_gate}))
+    cfg.validate()
     result, _ = run_distill(teacher, student, dataset, out, overrides=overrides, train=train, cfg=cfg,
                             resume=resume, log=_say)
     _finish("distill", result, out)
@@ -123,6 +134,7 @@ def finetune(
     seed: int = SEED, log_every: int = LOG_EVERY, checkpoint_every: int = CKPT_EVERY, device: str = DEVICE,
     augment: bool = AUGMENT, resume: Optional[Path] = RESUME,
     test_samples: Optional[int] = typer.Option(None, "--test-samples", help="Synthetic data only: clouds in the test split."),
+    lambda_balance: float = typer.Option(0.1, "--lambda-balance", help="DSO students: weight of the load-balancing term that keeps the assignment spread (0: off)."),
 ) -> None:
     """Fine-tune a teacher or student with a classification or part-segmentation head, then test it."""
     from foundry_edge.models.config import parse_overrides
@@ -136,7 +148,10 @@ def finetune(
     train = _train_config(steps, batch_size, lr, weight_decay, warmup, seed, log_every, checkpoint_every, device, augment)
     dataset = open_training_data(data, "train", num_points, samples, seed)
     _start_line("finetune", train, data, dataset)
-    result = run_finetune(base, task, dataset, out, train=train, frozen=freeze_backbone, resume=resume, log=_say)
+    if lambda_balance < 0:
+        raise FoundryError(f"--lambda-balance must be >= 0, got {lambda_balance}")
+    result = run_finetune(base, task, dataset, out, train=train, frozen=freeze_backbone, resume=resume, log=_say,
+                          lambda_balance=lambda_balance)
     _finish("finetune", result, out)
     if result.rank == 0:
         test = open_training_data(data, "test", num_points, test_samples, seed)
@@ -161,7 +176,8 @@ def evaluate(
     seed: int = SEED,
     out: Path = typer.Option(..., "--out", help="Folder for report.json, report.md and the pictures."),
 ) -> None:
-    """Accuracy, part mIoU, few-shot probes and teacher/student token agreement -> report.json + report.md."""
+    """Accuracy, part mIoU, few-shot probes, a student's eval-mode assignment health and teacher/student
+    token agreement -> report.json + report.md."""
     from foundry_edge.resolve import load_model
     from foundry_edge.training.data import open_training_data
     from foundry_edge.training.evaluate import evaluate_model
@@ -209,4 +225,8 @@ def _summary(row: dict) -> list[str]:
         fs = row["few_shot"]
         parts.append(f"{fs['way']}-way {fs['shot']}-shot NC {fs['nearest_centroid']['mean']:.1f}% "
                      f"LP {fs['linear_probe']['mean']:.1f}%")
+    if "assignment_health" in row:
+        from foundry_edge.assignment_health import describe
+
+        parts.append(describe(row["assignment_health"]))
     return parts or ["no head and no few-shot: nothing to measure"]

@@ -14,6 +14,13 @@ from foundry_edge.errors import FoundryError
 
 KINDS = ("teacher", "student")
 ASSIGNERS = ("dso", "kmeans", "fps")
+# DSO assignment logits. "dot": (q_k . k_j) / sqrt(d), the paper's form; it collapsed to one SuperToken at
+# inference (the keys share one large direction, README "Why DSO collapsed"). "centered-cosine": keys
+# minus their per-cloud mean, then cosine to the queries, times a learned scale (the default).
+DSO_LOGITS = ("centered-cosine", "dot")
+# Fields added after checkpoints were written: a stored config without one takes its value from before
+# the field existed, so an old checkpoint keeps computing what it was trained to compute.
+LEGACY_DEFAULTS = {"dso_logits": "dot"}
 GROUPINGS = ("exact", "scalable")
 
 
@@ -48,6 +55,7 @@ class ModelConfig:
     output_dim: int = 384  # the teacher's token width that CAU reconstructs
     cau_hidden: int = 0  # 0 = 2 * output_dim
     gumbel_tau: float = 1.0
+    dso_logits: str = "centered-cosine"
     kmeans_iters: int = 4
     # Foundry-Gate: tokens with fusion probability <= gate_threshold bypass DSO, at most gate_budget.
     gate: bool = False
@@ -82,6 +90,8 @@ class ModelConfig:
             problems.append(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.assigner not in ASSIGNERS:
             problems.append(f"assigner must be one of {ASSIGNERS}, got {self.assigner!r}")
+        if self.dso_logits not in DSO_LOGITS:
+            problems.append(f"dso_logits must be one of {DSO_LOGITS}, got {self.dso_logits!r}")
         if self.grouping not in GROUPINGS:
             problems.append(f"grouping must be one of {GROUPINGS}, got {self.grouping!r}")
         if self.embed_dim % self.num_heads:
@@ -117,7 +127,7 @@ class ModelConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise FoundryError(f"unknown model configuration fields {unknown}; known fields: {sorted(known)}")
-        return cls(**data)
+        return cls(**{**{k: v for k, v in LEGACY_DEFAULTS.items() if k not in data}, **data})
 
     def replace(self, **overrides) -> "ModelConfig":
         """A copy with fields overridden; `num_points` alone rescales the groups (c = N / 16)."""

@@ -22,6 +22,7 @@ grouped means and the CAU routing are MatMuls with the one-hot.
 
 from __future__ import annotations
 
+import math
 
 import torch
 import torch.nn.functional as F
@@ -49,9 +50,21 @@ def grouped_mean(one_hot: torch.Tensor, values: torch.Tensor, empty: torch.Tenso
 
 
 class DynamicSupertokens(nn.Module):
-    """DSO: learned hard assignment of c tokens to s SuperTokens by cross-attention."""
+    """DSO: learned hard assignment of c tokens to s SuperTokens by cross-attention.
 
-    def __init__(self, dim: int, num_supertokens: int, tau: float = 1.0):
+    `logits="dot"` is the paper's (q_k . k_j) / sqrt(d). It collapsed: the tokenizer's keys share one
+    large direction (a per-cloud mean of norm ~13 against ~4.6 of variation on the first bundled
+    student), so q_k . mean(k) decides the argmax for every token alike, and Gumbel noise at tau 1
+    (std ~1.3) drowned the token-dependent part (~0.4) while training. "centered-cosine" removes the
+    per-cloud mean key, compares directions only and learns the scale (CLIP's logit scale), so the
+    argmax depends on what differs between tokens.
+
+    Training draws the assignment with straight-through Gumbel-softmax at `tau` while `noise` is on,
+    or takes the noise-free argmax with a softmax(logits / tau) gradient when it is off: the schedule
+    (training/distill.py) anneals tau and ends noise-free, so training ends on inference's assignment.
+    """
+
+    def __init__(self, dim: int, num_supertokens: int, tau: float = 1.0, logits: str = "centered-cosine"):
         super().__init__()
         self.supertokens = nn.Parameter(torch.empty(num_supertokens, dim))
         nn.init.trunc_normal_(self.supertokens, std=0.02)
@@ -59,17 +72,38 @@ class DynamicSupertokens(nn.Module):
         self.k = nn.Linear(dim, dim)
         self.v = nn.Linear(dim, dim)
         self.scale = dim ** -0.5
+        self.mode = logits
+        if logits == "centered-cosine":
+            self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
         self.tau = tau
+        self.noise = True
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, c, C) -> (B, c, s) assignment logits (q_k . k_j) / sqrt(d)."""
-        return torch.matmul(self.k(tokens), self.q(self.supertokens).t()) * self.scale
+        """(B, c, C) -> (B, c, s) assignment logits."""
+        keys, queries = self.k(tokens), self.q(self.supertokens)
+        if self.mode == "dot":
+            return torch.matmul(keys, queries.t()) * self.scale
+        keys = F.normalize(keys - keys.mean(dim=1, keepdim=True), dim=-1)
+        scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
+        return torch.matmul(keys, F.normalize(queries, dim=-1).t()) * scale
 
-    def forward(self, tokens: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (B, c, s) one-hot routing, (B, c, s) logits."""
         logits = self.logits(tokens)
-        if self.training:
-            return F.gumbel_softmax(logits, tau=self.tau, hard=True, dim=-1)
-        return one_hot_argmax(logits)
+        if not self.training:
+            return one_hot_argmax(logits), logits
+        if self.noise:
+            return F.gumbel_softmax(logits, tau=self.tau, hard=True, dim=-1), logits
+        soft = torch.softmax(logits / self.tau, dim=-1)
+        return one_hot_argmax(logits) - soft.detach() + soft, logits
+
+
+def top2_margin(logits: torch.Tensor) -> torch.Tensor:
+    """(B, c, s) logits -> (B, c) top-1 minus top-2: how near a token is to flipping SuperToken."""
+    if logits.shape[-1] < 2:
+        return torch.full_like(logits[..., 0], float("inf"))
+    top = torch.topk(logits, 2, dim=-1).values
+    return top[..., 0] - top[..., 1]
 
 
 class StaticGrouping(nn.Module):
@@ -85,14 +119,15 @@ class StaticGrouping(nn.Module):
         self.supertokens = nn.Parameter(torch.zeros(num_supertokens, dim))  # empty-slot fallback
         self.v = nn.Linear(dim, dim)
 
-    def forward(self, tokens: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (B, c, s) one-hot routing, (B, c, s) logits (negative squared distance to each seed)."""
         seeds = gather_points(centers, farthest_point_sample(centers, self.num_supertokens))
         one_hot = one_hot_argmax(-square_distance(centers, seeds))
         if self.method == "kmeans":
             for _ in range(self.iters):
                 seeds = grouped_mean(one_hot, centers, seeds)
                 one_hot = one_hot_argmax(-square_distance(centers, seeds))
-        return one_hot.detach()
+        return one_hot.detach(), -square_distance(centers, seeds).detach()
 
 
 class FusionGate(nn.Module):

@@ -6,7 +6,8 @@
 `forward(points)` groups inside the model (the `--grouping graph` export); `forward_grouped(...)` takes
 neighbourhoods and centres grouped on the host (`--grouping host`). Both return a dict:
 tokens (B, c, D), centers (B, c, 3), and for a student assignment (B, c) int64 (the SuperToken, or
-s + slot for a gate bypass), gate_prob (B, c) with the gate, logits (B, K) with a classification head,
+s + slot for a gate bypass), assignment_margin (B, c) (top-1 minus top-2 assignment logit: near-ties
+flip first in FP16/INT8), gate_prob (B, c) with the gate, logits (B, K) with a classification head,
 seg_logits (B, N, P) with a part-segmentation head (graph grouping only: it needs the points).
 """
 
@@ -18,6 +19,7 @@ from torch import nn
 from foundry_edge.models.config import ModelConfig
 from foundry_edge.models.foundry import (
     CrossAttentionUpsampling, DynamicSupertokens, FusionGate, StaticGrouping, grouped_mean, straight_through,
+    top2_margin,
 )
 from foundry_edge.models.heads import ClassificationHead, PartSegmentationHead
 from foundry_edge.models.layers import TransformerEncoder, positional_mlp
@@ -44,7 +46,7 @@ class PointModel(nn.Module):
         self.pos_embed = positional_mlp(c.embed_dim, c.pos_hidden)
         self.encoder = TransformerEncoder(c.embed_dim, c.depth, c.num_heads, c.mlp_ratio, c.qkv_bias)
         if c.kind == "student":
-            self.assigner = (DynamicSupertokens(c.embed_dim, c.num_supertokens, c.gumbel_tau) if c.assigner == "dso"
+            self.assigner = (DynamicSupertokens(c.embed_dim, c.num_supertokens, c.gumbel_tau, c.dso_logits) if c.assigner == "dso"
                              else StaticGrouping(c.embed_dim, c.num_supertokens, c.assigner, c.kmeans_iters))
             self.gate = FusionGate(c.embed_dim, c.gate_hidden, c.gate_threshold, c.gate_budget) if c.gate else None
             self.cau = CrossAttentionUpsampling(c.embed_dim, c.effective_cau_hidden, c.output_dim)
@@ -77,7 +79,7 @@ class PointModel(nn.Module):
     # -- the Foundry student --------------------------------------------------------------------
     def _student(self, tokens: torch.Tensor, centers: torch.Tensor) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {"centers": centers}
-        routing = self.assigner(tokens, centers)  # (B, c, s) one-hot
+        routing, logits = self.assigner(tokens, centers)  # (B, c, s) one-hot, (B, c, s)
         values = self.assigner.v(tokens)
         empty_pos = torch.zeros_like(self.assigner.supertokens[:, :3])
         if self.gate is None:
@@ -103,6 +105,9 @@ class PointModel(nn.Module):
         encoded = self.encoder(sequence, self.pos_embed(positions), key_mask)
         out["tokens"] = self.cau(tokens, routing, encoded)
         out["assignment"] = routing.argmax(dim=-1)
+        out["assignment_margin"] = top2_margin(logits)
+        if self.training and self.config.assigner == "dso":
+            out["assignment_logits"] = logits  # for the load-balancing term (training/distill.py)
         return out
 
 

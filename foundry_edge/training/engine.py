@@ -73,6 +73,14 @@ class Job:
     resume: Path | None = None
     train_mode: Callable | None = None
     extra_to_devices: tuple = ()  # frozen modules the loss uses (the teacher), moved with the model
+    # Called with (model, step, total steps) before each step: schedules that are not the optimizer's
+    # (the DSO's Gumbel temperature).
+    before_step: Callable | None = None
+    # Called with (model, step, records) at each checkpoint on rank 0, the model in eval mode; returns
+    # metrics for the log (eval-mode assignment health). A "stop" entry (a reason) ends the run with
+    # that line; the checkpoint just written is kept.
+    monitor: Callable | None = None
+    log: Callable = print
 
 
 @dataclass
@@ -188,6 +196,8 @@ def _run(job: Job, cfg: TrainConfig, ctx: DistContext) -> TrainResult:
             batch = {k: v.to(ctx.device) for k, v in batch.items()}
             if cfg.augment:
                 batch["points"] = augment_scale(batch["points"])
+            if job.before_step is not None:
+                job.before_step(model, step, cfg.steps)
             loss, metrics = job.loss_fn(net, batch)
             value = _mean_over_ranks(loss.detach(), ctx)
             if not math.isfinite(value):
@@ -208,10 +218,29 @@ def _run(job: Job, cfg: TrainConfig, ctx: DistContext) -> TrainResult:
                 if ctx.main:
                     save_training_checkpoint(job, model, optimizer, scheduler, step, records)
                 last_good = (checkpoint, step)
+                if ctx.main and job.monitor is not None:
+                    _monitor(job, model, step, records)
     _share_rank0_buffers(model, ctx)
     model.eval()
     return TrainResult(model, records, checkpoint, time.perf_counter() - started, ctx.rank, ctx.world_size,
                        job.provenance)
+
+
+def _monitor(job: Job, model, step: int, records: list) -> None:
+    """Run the job's monitor in eval mode, log what it measured, and restore the training mode."""
+    model.eval()
+    try:
+        measured = dict(job.monitor(model, step, records))
+    finally:
+        (job.train_mode or (lambda m: m.train()))(model)
+    stop = measured.pop("stop", None)
+    if records and records[-1]["step"] == step:
+        records[-1].update(measured)
+    else:
+        records.append({"step": step, **measured})
+    write_log(Path(job.out_dir), records)
+    if stop:
+        raise FoundryError(f"{job.name} stopped at step {step}: {stop}; the checkpoint of this step is kept")
 
 
 def _batches(dataset, cfg: TrainConfig, ctx: DistContext, start_step: int):
@@ -326,10 +355,33 @@ def restore(job: Job, model, optimizer, scheduler) -> tuple[int, list]:
     except (KeyError, ValueError) as exc:
         raise FoundryError(f"{str(job.resume)!r} holds an optimizer state that does not fit this run ({exc}): "
                            "resume with the same model and trainable parameters") from None
+    for line in resume_notes(state.get("config", {}), dataclasses.asdict(job.config)):
+        job.log(line)
     torch.set_rng_state(state["rng"])
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     return state["step"], _read_log(Path(job.out_dir), state["step"])
+
+
+# Settings the resumed optimizer and schedule carry from the checkpoint, whatever this run asks.
+FIXED_BY_CHECKPOINT = ("lr", "weight_decay", "warmup_steps", "min_lr_ratio")
+
+
+def resume_notes(saved: dict, asked: dict) -> list[str]:
+    """One line per setting that differs between the checkpoint and this run, saying which value wins."""
+    notes = []
+    for name in sorted(set(saved) & set(asked)):
+        if saved[name] == asked[name] or name in ("progress", "device", "log_every", "checkpoint_every"):
+            continue
+        if name in FIXED_BY_CHECKPOINT:
+            notes.append(f"resume: the checkpoint's {name} {saved[name]} wins over this run's {asked[name]} (the "
+                         "optimizer and learning-rate schedule continue as saved; start a new run to change it)")
+        elif name == "steps":
+            notes.append(f"resume: training runs to step {asked[name]} (the checkpoint's run was for {saved[name]}); "
+                         f"the cosine schedule keeps the checkpoint's length")
+        else:
+            notes.append(f"resume: this run's {name} {asked[name]} wins over the checkpoint's {saved[name]}")
+    return notes
 
 
 def _read_log(out_dir: Path, up_to_step: int) -> list:

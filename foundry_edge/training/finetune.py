@@ -50,9 +50,11 @@ def head_only_train_mode(model) -> None:
             child.eval()
 
 
-def make_loss_fn(task: str):
-    """(net, batch) -> (cross-entropy, {"acc": batch accuracy}) for labels or per-point parts."""
+def make_loss_fn(task: str, config, lambda_balance: float = 0.0):
+    """(net, batch) -> (cross-entropy [+ DSO balance term], {"acc", training-mode assignment health})."""
     import torch.nn.functional as F
+
+    from foundry_edge.training.distill import balance_loss, train_health
 
     def loss_fn(net, batch):
         out = net(batch["points"])
@@ -61,22 +63,29 @@ def make_loss_fn(task: str):
         else:
             logits, target = out["seg_logits"].transpose(1, 2), batch["parts"]  # (B, P, N) for cross_entropy
         loss = F.cross_entropy(logits, target)
-        return loss, {"acc": float((logits.argmax(dim=1) == target).float().mean())}
+        metrics = {"acc": float((logits.argmax(dim=1) == target).float().mean()), **train_health(out, config)}
+        if lambda_balance > 0 and "assignment_logits" in out:
+            balance = balance_loss(out["assignment_logits"], getattr(net, "module", net).assigner.tau)
+            metrics["balance"] = float(balance.detach())
+            loss = loss + lambda_balance * balance
+        return loss, metrics
 
     return loss_fn
 
 
 def finetune(model_spec, task: str, dataset, out_dir, *, overrides: dict | None = None, train=None,
-             frozen: bool = False, resume=None, log=print):
+             frozen: bool = False, resume=None, log=print, lambda_balance: float = 0.1):
     """Fine-tune `model_spec` (preset, bundled name, checkpoint or model) on `dataset` for `task`.
 
-    A preset trains from scratch (how the bundled teacher was made); writes `out_dir/checkpoint.pt`
-    and `log.jsonl`; returns the engine's TrainResult.
+    A preset trains from scratch (how the bundled teacher was made). A DSO student trains on its
+    inference assignment (noise-free straight-through argmax) with the distillation's load-balancing
+    term (`lambda_balance`), so the fine-tune cannot collapse what distillation spread. Writes
+    `out_dir/checkpoint.pt` and `log.jsonl`; returns the engine's TrainResult.
     """
     import torch
 
     from foundry_edge.training.data import num_classes_of, num_parts_of
-    from foundry_edge.training.distill import resolve_model
+    from foundry_edge.training.distill import resolve_model, student_monitor
     from foundry_edge.training.engine import Job, TrainConfig, fit
 
     train = train or TrainConfig()
@@ -91,11 +100,14 @@ def finetune(model_spec, task: str, dataset, out_dir, *, overrides: dict | None 
     model = with_head(base, task, outputs)
     if frozen:
         freeze_backbone(model)
+    if hasattr(getattr(model, "assigner", None), "noise"):
+        model.assigner.noise = False  # fine-tune on the assignment inference uses (straight-through argmax)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"finetune: {model.config.name} ({info['source']}, {model.config.kind}) for {task} with {outputs} outputs; "
         f"{trainable} trainable parameters{' (backbone frozen)' if frozen else ''}")
     provenance = {"source": "finetune", "base": info.get("path", info.get("name")), "base_sha256": info.get("sha256"), "task": task,
                   "frozen_backbone": frozen}
-    job = Job("finetune", model, make_loss_fn(task), dataset, train, Path(out_dir), provenance=provenance,
-              resume=Path(resume) if resume else None, train_mode=head_only_train_mode if frozen else None)
+    job = Job("finetune", model, make_loss_fn(task, model.config, 0.0 if frozen else lambda_balance), dataset, train, Path(out_dir), provenance=provenance,
+              resume=Path(resume) if resume else None, train_mode=head_only_train_mode if frozen else None,
+              monitor=student_monitor(model, dataset, train), log=log)
     return fit(job)
