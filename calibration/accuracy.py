@@ -2,7 +2,10 @@
 
 Judged as research/deploy-stack.md says (not by elementwise 1e-5 tolerances): token cosine, agreement
 of the DSO assignments and of the classification top-1, accuracy where labels exist, and whether the
-groups (centres) stayed the same. All variants run in ONNX Runtime on the CPU:
+groups (centres) stayed the same. The assignment agreement comes with its flip rate, the agreement on
+the FP32 near-ties (lowest 10 % assignment margin) and the FP32 assignment's health: a collapsed DSO
+agrees 100 % in every precision, so its agreement is marked uninformative (foundry_edge/assignment_health.py).
+All variants run in ONNX Runtime on the CPU:
 - FP32: full graph optimisation.
 - FP16: ORT_ENABLE_EXTENDED (ENABLE_ALL segfaulted with FP16 and a dynamic batch, this-machine.md).
   ORT computes ops without an FP16 CPU kernel in FP32 after a cast, so this measures FP16 storage and
@@ -21,6 +24,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from foundry_edge.assignment_health import agreement_report, assignment_health, describe
 from foundry_edge.calibration.feeds import Feed
 from foundry_edge.fileio import write_json_atomic, write_text_atomic
 
@@ -49,7 +53,8 @@ def run_onnx(path: str | Path, feeds: Sequence[Feed], precision: str) -> Dict[st
     return {name: np.concatenate([r[i] for r in runs]) for i, name in enumerate(names)}
 
 
-def compare(ref: Dict[str, np.ndarray], out: Dict[str, np.ndarray], labels: Optional[np.ndarray]) -> dict:
+def compare(ref: Dict[str, np.ndarray], out: Dict[str, np.ndarray], labels: Optional[np.ndarray],
+            num_supertokens: Optional[int] = None) -> dict:
     """Metrics of `out` against `ref` (both from run_onnx); only those the model's outputs allow."""
     metrics: dict = {}
     if "tokens" in ref:
@@ -60,7 +65,10 @@ def compare(ref: Dict[str, np.ndarray], out: Dict[str, np.ndarray], labels: Opti
         same = np.all(np.abs(ref["centers"] - out["centers"]) <= 1e-5, axis=-1)
         metrics["center_agreement"] = float(same.mean())
     if "assignment" in ref:
-        metrics["assignment_agreement"] = float((ref["assignment"] == out["assignment"]).mean())
+        report = agreement_report(ref["assignment"], out["assignment"], num_supertokens, ref.get("assignment_margin"))
+        metrics.update(assignment_agreement=report["agreement"], assignment_flip_rate=report["flip_rate"])
+        if report["low_margin_agreement"] is not None:
+            metrics["low_margin_assignment_agreement"] = report["low_margin_agreement"]
     if "logits" in ref:
         top_ref, top_out = ref["logits"].argmax(-1), out["logits"].argmax(-1)
         metrics["top1_agreement"] = float((top_ref == top_out).mean())
@@ -69,27 +77,37 @@ def compare(ref: Dict[str, np.ndarray], out: Dict[str, np.ndarray], labels: Opti
     return metrics
 
 
-def check_targets(precision: str, metrics: dict) -> List[dict]:
-    """Each target that applies to the metrics present: {metric, minimum, value, passed}."""
-    return [{"metric": m, "minimum": low, "value": metrics[m], "passed": metrics[m] >= low}
-            for m, low in TARGETS.get(precision, {}).items() if m in metrics]
+def check_targets(precision: str, metrics: dict, informative: bool) -> List[dict]:
+    """Each target that applies to the metrics present: {metric, minimum, value, passed}; the assignment
+    target also says whether it is `informative` (False: the FP32 assignment collapsed)."""
+    targets = [{"metric": m, "minimum": low, "value": metrics[m], "passed": metrics[m] >= low}
+               for m, low in TARGETS.get(precision, {}).items() if m in metrics]
+    for target in targets:
+        if target["metric"] == "assignment_agreement":
+            target["informative"] = informative
+    return targets
 
 
 def accuracy_report(models: Dict[str, Path], feeds: Sequence[Feed], labels: Optional[Sequence[int]],
-                    data: str) -> dict:
-    """FP32 (the reference) vs each other precision given in `models` -> the report dict."""
+                    data: str, num_supertokens: Optional[int] = None) -> dict:
+    """FP32 (the reference) vs each other precision given in `models` -> the report dict.
+
+    `num_supertokens`: the student's s from its manifest (None: estimated from the FP32 assignment).
+    """
     label_array = np.asarray(labels) if labels is not None else None
     ref = run_onnx(models["fp32"], feeds, "fp32")
+    health = assignment_health(ref["assignment"], num_supertokens) if "assignment" in ref else None
+    informative = health is None or not health["collapsed"]
     rows = {}
     for precision, path in models.items():
         out = ref if precision == "fp32" else run_onnx(path, feeds, precision)
-        metrics = compare(ref, out, label_array)
+        metrics = compare(ref, out, label_array, num_supertokens)
         rows[precision] = {"model": str(path), "how": HOW[precision], "metrics": metrics,
-                           "targets": check_targets(precision, metrics)}
+                           "targets": check_targets(precision, metrics, informative)}
     checks = [t for row in rows.values() for t in row["targets"]]
     return {"schema": "foundry-edge/accuracy", "schema_version": 1, "data": data,
             "samples": int(sum(len(next(iter(f.values()))) for f in feeds)), "precisions": rows,
-            "passed": all(t["passed"] for t in checks), "sensitivity": []}
+            "assignment_health": health, "passed": all(t["passed"] for t in checks), "sensitivity": []}
 
 
 def sensitivity_sweep(src: Path, calib_feeds: Sequence[Feed], eval_feeds: Sequence[Feed], options,
@@ -135,8 +153,11 @@ def to_markdown(report: dict) -> str:
     for precision, row in report["precisions"].items():
         cells = [f"{row['metrics'][m]:.4f}" if m in row["metrics"] else "-" for m in metrics]
         targets = ", ".join(f"{t['metric']} >= {t['minimum']}: {'pass' if t['passed'] else 'MISS'}"
+                            + ("" if t.get("informative", True) else " (uninformative: FP32 assignment collapsed)")
                             for t in row["targets"]) or "-"
         lines.append(f"| {precision} | " + " | ".join(cells) + f" | {targets} | {row['how']} |")
+    if report.get("assignment_health"):
+        lines += ["", f"Assignment health of the FP32 reference: {describe(report['assignment_health'])}."]
     if report["sensitivity"]:
         lines += ["", "## INT8 sensitivity: one layer quantized at a time (worst first)", "",
                   "| layer | nodes | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 2) + "|"]

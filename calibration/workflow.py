@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional
 
+from foundry_edge.assignment_health import describe
 from foundry_edge.calibration.feeds import Preprocessing, open_clouds, preprocessing_from, prepare
 from foundry_edge.calibration.qdq import QuantizeOptions
 from foundry_edge.errors import FoundryError
 from foundry_edge.export.manifest import manifest_path, read_manifest
 from foundry_edge.fileio import sha256_file, write_json_atomic
+from foundry_edge.runtimes.model_info import num_supertokens_of
 
 Log = Callable[[str], None]
 
@@ -92,7 +94,7 @@ def calibrate(config: CalibrateConfig, log: Log = print, on_feed=None) -> dict:
         f"Q/DQ nodes, {len(result.exclusions.nodes)} nodes kept FP32, range cache {result.cache}")
     summary = {"output": str(config.output_path), "calibration": facts, "passed": parser_check(config.output_path, log)}
     if config.report is not None:
-        summary["report"] = report(config, pre, names, feeds, log)
+        summary["report"] = report(config, manifest, pre, names, feeds, log)
         summary["passed"] = summary["passed"] and summary["report"]["passed"]
     return summary
 
@@ -110,7 +112,7 @@ def parser_check(path: Path, log: Log) -> bool:
     return result.passed
 
 
-def report(config: CalibrateConfig, pre: Preprocessing, names, calib_feeds, log: Log) -> dict:
+def report(config: CalibrateConfig, manifest: Optional[dict], pre: Preprocessing, names, calib_feeds, log: Log) -> dict:
     """FP32 vs FP16 (converted here) vs the INT8 just written, on held-out clouds; optional sweep."""
     from foundry_edge.calibration.accuracy import accuracy_report, sensitivity_sweep, write_report
     from foundry_edge.calibration.fp16 import convert_to_fp16
@@ -125,7 +127,8 @@ def report(config: CalibrateConfig, pre: Preprocessing, names, calib_feeds, log:
     log(f"measuring FP32 vs FP16 vs INT8 on {config.eval_samples} held-out clouds of {held_out.source}")
     start = time.perf_counter()
     result = accuracy_report({"fp32": config.model, "fp16": fp16, "int8": config.output_path}, feeds,
-                             held_out.labels, held_out.source)
+                             held_out.labels, held_out.source, num_supertokens_of(manifest))
+    _log_health(result, log)
     if config.sensitivity:
         log("sensitivity sweep: one layer quantized at a time")
         result["sensitivity"] = sensitivity_sweep(config.model, calib_feeds, feeds, config.quantize)
@@ -149,6 +152,12 @@ def output_manifest(manifest: Optional[dict], pre: Preprocessing, config: Calibr
     out["source_onnx"] = {"file": config.model.name, "sha256": sha256_file(config.model)}
     out["calibration"] = facts
     return out
+
+
+def _log_health(result: dict, log: Log) -> None:
+    """The FP32 assignment's health, beside the agreement figures it qualifies."""
+    if result["assignment_health"] is not None:
+        log(f"assignment health of the FP32 reference: {describe(result['assignment_health'])}")
 
 
 def _backend_version(backend: str) -> str:
@@ -177,7 +186,7 @@ def evaluate(model: Path, int8: Optional[Path], fp16: Optional[Path], data: List
         if not path.is_file():
             raise FoundryError(f"expected an ONNX model, found nothing at {path}: check the path")
         read_onnx(path)  # a corrupt file fails now, in one line, not after the FP32 run
-    _, pre, names = load_model_facts(CalibrateConfig(model=model, data=data, **preprocessing))
+    manifest, pre, names = load_model_facts(CalibrateConfig(model=model, data=data, **preprocessing))
     if fp16 is None:
         fp16 = out / (model.stem + ".fp16.onnx")
         convert_to_fp16(model, fp16)
@@ -186,7 +195,9 @@ def evaluate(model: Path, int8: Optional[Path], fp16: Optional[Path], data: List
     log(f"measuring FP32 vs {'FP16 vs INT8' if int8 else 'FP16'} on {samples} clouds of {held_out.source}")
     start = time.perf_counter()
     models = {"fp32": model, "fp16": fp16, **({"int8": int8} if int8 is not None else {})}
-    result = accuracy_report(models, prepare(held_out, pre, names, batch, seed), held_out.labels, held_out.source)
+    result = accuracy_report(models, prepare(held_out, pre, names, batch, seed), held_out.labels, held_out.source,
+                             num_supertokens_of(manifest))
+    _log_health(result, log)
     paths = write_report(result, out)
     log(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - start:.1f} s")
     return result

@@ -19,7 +19,7 @@ from foundry_edge.models.config import ModelConfig
 from foundry_edge.runtimes.base import TensorSpec  # the runtimes' spec: a string dim is dynamic
 
 # Every output a PointModel can give, in the order the exported graph lists them.
-OUTPUT_ORDER = ("tokens", "centers", "assignment", "gate_prob", "logits", "seg_logits")
+OUTPUT_ORDER = ("tokens", "centers", "assignment", "assignment_margin", "gate_prob", "logits", "seg_logits")
 GROUPINGS = ("graph", "host")
 
 
@@ -28,8 +28,9 @@ def available_outputs(config: ModelConfig, grouping: str) -> tuple[str, ...]:
 
     With host grouping `centers` is an input the host already holds, so it is no output.
     """
-    has = {"tokens": True, "centers": grouping == "graph", "assignment": config.kind == "student",
-           "gate_prob": config.kind == "student" and config.gate, "logits": bool(config.num_classes),
+    student = config.kind == "student"
+    has = {"tokens": True, "centers": grouping == "graph", "assignment": student, "assignment_margin": student,
+           "gate_prob": student and config.gate, "logits": bool(config.num_classes),
            "seg_logits": bool(config.num_part_classes) and grouping == "graph"}
     return tuple(name for name in OUTPUT_ORDER if has[name])
 
@@ -84,7 +85,8 @@ class PointModelOnnxConfig:
         n = "num_points" if self.dynamic_points else self.num_points
         g = m.num_groups
         shapes = {"tokens": ("float32", (b, g, m.token_dim)), "centers": ("float32", (b, g, 3)),
-                  "assignment": ("int64", (b, g)), "gate_prob": ("float32", (b, g)),
+                  "assignment": ("int64", (b, g)), "assignment_margin": ("float32", (b, g)),
+                  "gate_prob": ("float32", (b, g)),
                   "logits": ("float32", (b, m.num_classes)), "seg_logits": ("float32", (b, n, m.num_part_classes))}
         return [TensorSpec(name, *shapes[name]) for name in self.outputs]
 

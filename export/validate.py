@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from foundry_edge.assignment_health import agreement_report, describe
 from foundry_edge.errors import require
 from foundry_edge.export.onnx_config import PointModelOnnxConfig, example_clouds
 from foundry_edge.export.targets import DEFAULT_TARGET, get_target
@@ -143,15 +144,20 @@ def check_reduce_axes(model) -> CheckResult:
 
 
 def compare_outputs(ref: np.ndarray, got: np.ndarray) -> dict:
-    """Reference vs ONNX Runtime: max abs/rel error and worst per-cloud cosine, or int agreement."""
+    """Reference vs ONNX Runtime: max abs/rel error and worst per-cloud cosine, or int agreement.
+
+    Equal infinities count as equal (the assignment margin is +inf with one SuperToken); any other
+    NaN or inf on either side is counted as `nonfinite`.
+    """
     if ref.shape != got.shape:
         return {"shape": f"{list(got.shape)} != reference {list(ref.shape)}"}
     if np.issubdtype(ref.dtype, np.integer):
         return {"agreement": float(np.mean(ref == got)) if ref.size else 1.0}
-    nonfinite = int((~np.isfinite(ref)).sum() + (~np.isfinite(got)).sum())
+    same_inf = np.isinf(ref) & (ref == got)
+    nonfinite = int(((~np.isfinite(ref) | ~np.isfinite(got)) & ~same_inf).sum())
     if nonfinite:
         return {"nonfinite": nonfinite}
-    ref64, got64 = ref.astype(np.float64).reshape(len(ref), -1), got.astype(np.float64).reshape(len(got), -1)
+    ref64, got64 = (np.where(same_inf, 0.0, a.astype(np.float64)).reshape(len(a), -1) for a in (ref, got))
     diff = np.abs(ref64 - got64)
     norms = np.linalg.norm(ref64, axis=1) * np.linalg.norm(got64, axis=1)
     cosine = np.where(norms > 0, (ref64 * got64).sum(1) / np.maximum(norms, 1e-300), 1.0)
@@ -159,6 +165,13 @@ def compare_outputs(ref: np.ndarray, got: np.ndarray) -> dict:
     return {"max_abs": float(diff.max()) if diff.size else 0.0,
             "max_rel": float(diff.max() / scale) if scale > 0 else float(diff.max() if diff.size else 0.0),
             "cosine": float(cosine.min()) if cosine.size else 1.0}
+
+
+def assignment_figures(ref: np.ndarray, got: np.ndarray, margin: np.ndarray | None, num_supertokens: int) -> dict:
+    """What the assignment agreement is worth: flip rate, near-tie agreement and the reference's health
+    (a collapsed assignment agrees 100 % whatever the export did: see foundry_edge/assignment_health.py)."""
+    report = agreement_report(ref, got, num_supertokens, margin)
+    return {k: report[k] for k in ("flip_rate", "low_margin_agreement", "health", "informative")}
 
 
 def _judge(name: str, metrics: dict, config: PointModelOnnxConfig) -> tuple[bool, str]:
@@ -169,7 +182,10 @@ def _judge(name: str, metrics: dict, config: PointModelOnnxConfig) -> tuple[bool
         return False, f"{name} has {metrics['nonfinite']} NaN/inf values (reference + ONNX)"
     if "agreement" in metrics:
         ok = metrics["agreement"] >= tol.min_agreement
-        return ok, f"{name} {100 * metrics['agreement']:.2f}% agree" + ("" if ok else f" (< {100 * tol.min_agreement:g}%)")
+        text = f"{name} {100 * metrics['agreement']:.2f}% agree" + ("" if ok else f" (< {100 * tol.min_agreement:g}%)")
+        if "health" in metrics:
+            text += f" [{describe(metrics['health'])}]"
+        return ok, text
     ok_rel, ok_cos = metrics["max_rel"] <= tol.max_rel, metrics["cosine"] >= tol.min_cosine
     text = f"{name} abs {metrics['max_abs']:.1e} rel {metrics['max_rel']:.1e} cos {metrics['cosine']:.6f}"
     if not ok_rel:
@@ -195,6 +211,10 @@ def check_parity(path: Path, model, config: PointModelOnnxConfig, seed: int = 0)
         with torch.no_grad():
             ref = model(torch.from_numpy(clouds))
         metrics = {name: compare_outputs(ref[name].numpy(), got[name]) for name in config.outputs}
+        if "agreement" in metrics.get("assignment", {}):
+            margin = ref["assignment_margin"].numpy() if "assignment_margin" in ref else None
+            metrics["assignment"].update(assignment_figures(ref["assignment"].numpy(), got["assignment"], margin,
+                                                            config.model.num_supertokens))
         verdicts = [_judge(name, metrics[name], config) for name in config.outputs]
         passed = all(ok for ok, _ in verdicts)
         shown = [text for ok, text in verdicts if not ok] if not passed else [text for _, text in verdicts]

@@ -59,6 +59,7 @@ class Runtime:
         self.provider = ""  # what actually runs, e.g. "CPUExecutionProvider" or "TensorRT 10.3.0"
         self.class_names: Optional[List[str]] = None
         self.precision = "fp32"  # what the model was exported or built at: fp32, fp16 or int8
+        self.num_supertokens: Optional[int] = None  # a student's s, where the manifest or model says it
         self.timings: List[float] = []  # seconds per infer_feed call
         self.is_active = False
 

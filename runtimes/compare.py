@@ -3,6 +3,8 @@
 FP32 is judged elementwise; FP16 and INT8 by cosine similarity and by the agreement of hard decisions
 (SuperToken assignments, top-1 class): a near-tie argmax flips in lower precision and elementwise 1e-5
 tolerances are a classic false alarm there (../shared/research/deploy-stack.md, "FP16 pitfalls").
+The assignment agreement comes with the reference's SuperToken usage, the flip rate and the agreement
+on its near-ties (foundry_edge/assignment_health.py): a collapsed assignment agrees 100 % regardless.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from foundry_edge.assignment_health import agreement_report
 from foundry_edge.errors import FoundryError
 
 
@@ -28,6 +31,7 @@ TOLERANCES = {
     "fp16": Tolerance(atol=None, rtol=0.0, cosine=0.99, agreement=0.9),
     "int8": Tolerance(atol=None, rtol=0.0, cosine=0.95, agreement=0.8),
 }
+OPTIONAL = ("assignment_margin",)  # a diagnostic: exports from before it, or with --outputs, lack it
 
 
 @dataclass
@@ -39,6 +43,10 @@ class OutputCheck:
     cosine: Optional[float] = None   # lowest over clouds
     agreement: Optional[float] = None  # integer outputs: share of equal entries
     top1: Optional[float] = None       # logits: share of equal argmax
+    flip_rate: Optional[float] = None  # assignment: share of tokens sent to another SuperToken
+    low_margin_agreement: Optional[float] = None  # assignment: agreement on the reference's near-ties
+    health: Optional[dict] = None      # assignment: the reference's SuperToken usage
+    informative: Optional[bool] = None  # assignment: False when the reference collapsed
     passed: bool = True
     detail: str = ""
 
@@ -46,18 +54,40 @@ class OutputCheck:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
 
-def compare_outputs(reference: Dict[str, np.ndarray], test: Dict[str, np.ndarray], precision: str) -> List[OutputCheck]:
-    """One check per output both sides have; an output only the reference has fails."""
+def compare_outputs(reference: Dict[str, np.ndarray], test: Dict[str, np.ndarray], precision: str,
+                    num_supertokens: Optional[int] = None) -> List[OutputCheck]:
+    """One check per output both sides have; an output only the reference has fails (an OPTIONAL one is noted).
+
+    `num_supertokens`: the student's s (from its manifest or config); None estimates it from the assignment.
+    """
     if precision not in TOLERANCES:
         raise FoundryError(f"expected a precision in {sorted(TOLERANCES)}, got {precision!r}")
     tol = TOLERANCES[precision]
     checks = []
     for name, ref in reference.items():
         if name not in test:
-            checks.append(OutputCheck(name, tuple(ref.shape), passed=False, detail="missing from the tested model"))
+            optional = name in OPTIONAL
+            checks.append(OutputCheck(name, tuple(ref.shape), passed=optional,
+                                      detail="not in the tested model: not compared" if optional
+                                      else "missing from the tested model"))
             continue
-        checks.append(compare_one(name, np.asarray(ref), np.asarray(test[name]), tol))
+        check = compare_one(name, np.asarray(ref), np.asarray(test[name]), tol)
+        if name == "assignment" and check.agreement is not None:
+            judge_assignment(check, np.asarray(ref), np.asarray(test[name]), reference.get("assignment_margin"),
+                             num_supertokens)
+        checks.append(check)
     return checks
+
+
+def judge_assignment(check: OutputCheck, ref: np.ndarray, got: np.ndarray, margin: Optional[np.ndarray],
+                     num_supertokens: Optional[int]) -> None:
+    """Add the flip rate, near-tie agreement and the reference's health; flag an uninformative agreement."""
+    report = agreement_report(ref, got, num_supertokens, margin)
+    check.flip_rate, check.low_margin_agreement = report["flip_rate"], report["low_margin_agreement"]
+    check.health, check.informative = report["health"], report["informative"]
+    if not check.informative:
+        check.detail += (f"; UNINFORMATIVE: the reference uses {report['health']['used_mean']:.1f} of "
+                         f"{report['health']['num_supertokens']} SuperTokens (collapsed)")
 
 
 def compare_one(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> OutputCheck:
@@ -70,15 +100,17 @@ def compare_one(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> 
         check.passed = check.agreement >= tol.agreement
         check.detail = f"agreement >= {tol.agreement}"
         return check
-    ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
+    same_inf = np.isinf(ref) & (ref == got)  # the margin is +inf with one SuperToken: equal infs agree
+    ref64, got64 = (np.where(same_inf, 0.0, a.astype(np.float64)) for a in (ref, got))
+    if not (np.isfinite(ref64).all() and np.isfinite(got64).all()):
+        check.passed, check.detail = False, "non-finite values"
+        return check
     diff = np.abs(ref64 - got64)
     scale = float(np.abs(ref64).max()) if ref.size else 0.0
     check.max_abs = float(diff.max()) if ref.size else 0.0
     check.max_rel = check.max_abs / scale if scale > 0 else check.max_abs
     check.cosine = lowest_cosine(ref64, got64)
     failures = []
-    if not np.isfinite(got64).all():
-        failures.append("non-finite values")
     if tol.atol is not None and check.max_abs > tol.atol + tol.rtol * scale:
         failures.append(f"max abs {check.max_abs:.2e} > {tol.atol + tol.rtol * scale:.2e}")
     if check.cosine < tol.cosine:

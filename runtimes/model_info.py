@@ -28,12 +28,14 @@ class ModelInfo:
     class_names: Optional[List[str]] = None
     name: str = ""
     manifest: Optional[dict] = field(default=None, repr=False)
+    num_supertokens: Optional[int] = None  # a student's s: assignment indices >= s are gate bypass slots
 
     def to_dict(self) -> dict:
         """The part a TensorRT sidecar carries, so a plan runs without its ONNX and manifest."""
         return {"name": self.name, "grouping": self.grouping.mode, "preprocessing": self.grouping.preprocessing,
                 "inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
-                "profiles": self.profiles, "precision": self.precision, "class_names": self.class_names}
+                "profiles": self.profiles, "precision": self.precision, "class_names": self.class_names,
+                "num_supertokens": self.num_supertokens}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelInfo":
@@ -41,7 +43,7 @@ class ModelInfo:
                                            "preprocessing": data.get("preprocessing", {})})
         return cls([TensorSpec.from_dict(s) for s in data["inputs"]], [TensorSpec.from_dict(s) for s in data["outputs"]],
                    grouping, dict(data.get("profiles", {})), data.get("precision", "fp32"),
-                   data.get("class_names"), data.get("name", ""))
+                   data.get("class_names"), data.get("name", ""), num_supertokens=data.get("num_supertokens"))
 
 
 def read_model_info(onnx_path: str | Path) -> ModelInfo:
@@ -69,7 +71,15 @@ def info_from_manifest(manifest: dict) -> ModelInfo:
         class_names=manifest.get("class_names") or model.get("class_names"),
         name=model.get("name", ""),
         manifest=manifest,
+        num_supertokens=num_supertokens_of(manifest),
     )
+
+
+def num_supertokens_of(manifest: Optional[dict]) -> Optional[int]:
+    """A student's SuperToken count from its manifest's model config; None for a teacher, or without a manifest."""
+    model = (manifest or {}).get("model") or {}
+    count = (model.get("config") or {}).get("num_supertokens")
+    return count if model.get("kind") == "student" and isinstance(count, int) else None
 
 
 def info_from_graph(path: Path) -> ModelInfo:

@@ -42,6 +42,7 @@ class OrtRuntime(Runtime):
         super().__init__(self.info.grouping)
         self.name = runtime
         self.class_names, self.precision = self.info.class_names, self.info.precision
+        self.num_supertokens = self.info.num_supertokens
         self.session = None
 
     def load_impl(self) -> None:

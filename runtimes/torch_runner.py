@@ -40,6 +40,7 @@ class TorchRuntime(Runtime):
             self.model, self.info = self.spec, {"source": "module"}
         self.model = self.model.to(self.device).eval()
         self.inputs, self.outputs = model_specs(self.model.config)
+        self.num_supertokens = self.model.config.num_supertokens if self.model.config.kind == "student" else None
         self.provider = f"torch-{torch.device(self.device).type}"
 
     @property

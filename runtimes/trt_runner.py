@@ -35,6 +35,7 @@ class TrtRuntime(Runtime):
         self.info = ModelInfo.from_dict(self.sidecar["model"]) if self.sidecar else None
         super().__init__(self.info.grouping if self.info else Grouping("graph"))
         self.class_names = self.info.class_names if self.info else None
+        self.num_supertokens = self.info.num_supertokens if self.info else None
         self.precision = self.sidecar.get("precision", "fp32") if self.sidecar else "fp32"
         self.engine = self.context = self.cuda = None
         self._buffers: Dict[str, tuple] = {}  # name -> (pointer, bytes)

@@ -77,6 +77,8 @@ def test_decisions_and_their_scores_stay_fp32(quantized):
     # the kNN distance MatMul, the DSO key projection (a Gemm once simplified) and logits MatMul stay FP32
     fp32_matmuls = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and n.name in excluded]
     assert len(fp32_matmuls) >= 3
+    topk = [n for n in model.graph.node if n.op_type == "TopK"]
+    assert len(topk) == 2 and all(n.name in excluded for n in topk)  # the kNN and the assignment margin's top-2
     assert summary["calibration"]["excluded"]["counts"]["fp32 op type"] > 0
 
 
@@ -280,6 +282,35 @@ def test_accuracy_report_with_sensitivity(exported, quantized, tmp_path):
     assert report["sensitivity"] and all(r["nodes"] >= 1 for r in report["sensitivity"])
     assert summary["passed"] == report["passed"]
     assert ("PASSED" if report["passed"] else "FAILED") in (tmp_path / "report" / "accuracy.md").read_text()
+    # the agreement comes with the FP32 assignment's health (s from the manifest) and the near-tie figures
+    health = report["assignment_health"]
+    assert health["num_supertokens_known"] and health["num_supertokens"] == 4 and health["clouds"] == 16
+    assert fp32["assignment_flip_rate"] == 0.0 and fp32["low_margin_assignment_agreement"] == 1.0
+    assert int8["metrics"]["assignment_flip_rate"] == pytest.approx(1 - int8["metrics"]["assignment_agreement"])
+    target = next(t for t in int8["targets"] if t["metric"] == "assignment_agreement")
+    assert target["informative"] is not health["collapsed"]
+    assert "Assignment health of the FP32 reference: SuperTokens used" in (tmp_path / "report" / "accuracy.md").read_text()
+
+
+@pytest.mark.parametrize("collapsed", [True, False])
+def test_accuracy_report_marks_a_collapsed_fp32_assignment_uninformative(monkeypatch, collapsed):
+    """The targets are judged as before; a collapsed reference's agreement is flagged, a spread one's is not."""
+    from foundry_edge.calibration import accuracy
+
+    rng = np.random.default_rng(0)
+    fp32 = np.zeros((4, 16), np.int64) if collapsed else rng.integers(0, 4, size=(4, 16))
+    margin = rng.uniform(0, 1, size=fp32.shape).astype(np.float32)
+    outputs = {"fp32": {"assignment": fp32, "assignment_margin": margin},
+               "int8": {"assignment": fp32.copy(), "assignment_margin": margin}}
+    monkeypatch.setattr(accuracy, "run_onnx", lambda path, feeds, precision: outputs[precision])
+    report = accuracy.accuracy_report({"fp32": "m.onnx", "int8": "m.int8.onnx"}, [{"points": np.zeros((4, 1, 3))}],
+                                      None, "test", num_supertokens=4)
+    target = report["precisions"]["int8"]["targets"][0]
+    assert target["metric"] == "assignment_agreement" and target["passed"] and report["passed"]
+    assert target["informative"] is not collapsed and report["assignment_health"]["collapsed"] is collapsed
+    markdown = accuracy.to_markdown(report)
+    assert ("uninformative: FP32 assignment collapsed" in markdown) is collapsed
+    assert ("COLLAPSED" in markdown) is collapsed
 
 
 def test_feed_reader_rewinds():

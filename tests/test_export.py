@@ -162,6 +162,13 @@ def test_preset_exports_checked_and_deployable(preset, exported):
         # a second shape on every dynamic axis; host grouping also takes another point count
         assert len(parity) == (1 if case.get("static") and case.get("grouping") != "host" else 2)
         assert len({c.name for c in parity}) == len(parity)
+        for c in parity:  # a student's agreement comes with the health of the clouds it was measured on
+            figures = c.metrics["outputs"].get("assignment")
+            assert (figures is not None) == any(o["name"] == "assignment" for o in artifact.manifest["outputs"])
+            if figures is not None:
+                assert figures["flip_rate"] == 0.0 and figures["health"]["clouds"] == c.metrics["batch"]
+                assert figures["informative"] == (not figures["health"]["collapsed"])
+                assert "SuperTokens used" in c.detail
         if find_tensorrt() is not None:  # the student, the teacher and the gate parse in TensorRT(-RTX)
             assert not checks["tensorrt parser"].skipped and checks["tensorrt parser"].passed
     manifest = result.manifest
@@ -176,13 +183,13 @@ def test_gate_export_keeps_the_gate_outputs_and_budget_topk(exported):
 
     result = exported("foundry-gate16")
     names = [o["name"] for o in result.manifest["outputs"]]
-    assert names == ["tokens", "centers", "assignment", "gate_prob", "logits"]
+    assert names == ["tokens", "centers", "assignment", "assignment_margin", "gate_prob", "logits"]
     model = onnx.load(str(result.onnx_path))
     topk = [n for n in model.graph.node if n.op_type == "TopK"]
-    # FPS is unrolled (no TopK); kNN and the gate budget are TopK with constants (initializers).
+    # FPS is unrolled (no TopK); kNN, the gate budget and the margin's top-2 are TopK with constants (initializers).
     constants = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
-    assert len(topk) == 2 and all(n.input[1] in constants for n in topk)
-    assert sorted(int(constants[n.input[1]][0]) for n in topk) == [2, 8]  # gate budget, group size
+    assert len(topk) == 3 and all(n.input[1] in constants for n in topk)
+    assert sorted(int(constants[n.input[1]][0]) for n in topk) == [2, 2, 8]  # margin top-2, gate budget, group size
 
 
 def test_same_options_give_byte_identical_files_cli_and_api(exported, tmp_path, capsys):

@@ -148,6 +148,22 @@ def test_compare_outputs_fails_nan_and_counts_assignment_agreement():
     assert close["max_abs"] == pytest.approx(1e-3, rel=1e-3) and close["cosine"] > 0.9999
 
 
+def test_parity_marks_a_collapsed_assignment_uninformative_and_passes_equal_infinities():
+    from types import SimpleNamespace
+
+    from foundry_edge.export.onnx_config import Tolerances
+    from foundry_edge.export.validate import _judge, assignment_figures
+
+    config = SimpleNamespace(tolerances=Tolerances())
+    for assignment, collapsed in ((np.zeros((2, 8), np.int64), True), (np.tile(np.arange(4), (2, 2)), False)):
+        metrics = {**compare_outputs(assignment, assignment), **assignment_figures(assignment, assignment, None, 4)}
+        ok, text = _judge("assignment", metrics, config)
+        assert ok and metrics["informative"] is not collapsed and ("uninformative" in text) is collapsed
+    margin = np.array([[np.inf, np.inf], [np.inf, np.inf]], np.float32)  # s = 1: no second SuperToken
+    assert _judge("assignment_margin", compare_outputs(margin, margin.copy()), config)[0]
+    assert compare_outputs(margin, np.ones_like(margin)) == {"nonfinite": 4}
+
+
 def test_tensorrt_parser_check_names_what_it_refuses(tmp_path):
     pytest.importorskip("tensorrt_rtx", reason="tensorrt_rtx is not installed (see scripts/test.sh)")
     from foundry_edge.export.trt_check import check_with_tensorrt

@@ -27,6 +27,7 @@ def test_engine_modules_and_cli_import_without_torch_or_onnxruntime():
         import foundry_edge.cli, foundry_edge.preprocess
         import foundry_edge.runtimes.trt_runner, foundry_edge.runtimes.build, foundry_edge.runtimes.sidecar
         import foundry_edge.runtimes.trt_compat, foundry_edge.runtimes.cuda_host
+        import foundry_edge.runtimes.compare, foundry_edge.assignment_health  # verify's health figures
         print('imported')
     """)
     assert result.returncode == 0, result.stderr

@@ -17,6 +17,7 @@ from foundry_edge.models.registry import PRESETS
 from foundry_edge.runtimes import model_kind, open_runtime
 from foundry_edge.runtimes.base import Grouping, Runtime, TensorSpec
 from foundry_edge.runtimes.compare import compare_outputs
+from foundry_edge.runtimes.model_info import ModelInfo
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")
@@ -84,7 +85,9 @@ def test_ort_matches_torch_on_every_preset(exported, preset):
 def test_runtime_reports_specs_timing_and_memory(exported):
     with open_runtime(exported("foundry-edge16")) as rt:
         assert [s.name for s in rt.inputs] == ["points"]
-        assert {"tokens", "centers", "assignment"} <= {s.name for s in rt.outputs}
+        assert {"tokens", "centers", "assignment", "assignment_margin"} <= {s.name for s in rt.outputs}
+        assert rt.num_supertokens == 3  # from the manifest's model config, and kept in a plan's sidecar:
+        assert ModelInfo.from_dict(rt.info.to_dict()).num_supertokens == 3
         out = rt.infer(clouds(2, rt.num_points))
         assert out["assignment"].dtype == np.int64 and out["tokens"].shape[0] == 2
         assert len(rt.timings) == 1 and rt.last_inference_time > 0
@@ -206,7 +209,9 @@ def test_cli_run_saves_outputs_and_verify_passes_and_fails(exported, tmp_path, c
     out = tmp_path / "out.npz"
     assert main(["run", str(onnx_path), str(cloud), "-o", str(out)]) == 0
     saved = np.load(out)
-    assert saved["tokens"].shape[0] == 1 and "assignment" in saved.files
+    assert saved["tokens"].shape[0] == 1 and {"assignment", "assignment_margin"} <= set(saved.files)
+    printed = capsys.readouterr().out
+    assert "assignment health: SuperTokens used" in printed and "/3 (min" in printed  # s = 3, from the manifest
 
     assert main(["verify", str(onnx_path), "--against", str(onnx_path.with_name("model.pt")), "--samples", "3"]) == 0
     assert capsys.readouterr().out.strip().endswith("PASSED")

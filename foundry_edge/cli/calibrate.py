@@ -30,7 +30,7 @@ def calibrate(
     grouping: Optional[str] = typer.Option(None, "--grouping", help="graph or host (only for a model without a manifest)."),
     groups: Optional[int] = typer.Option(None, "--groups", help="Groups G for host grouping (no manifest)."),
     group_size: Optional[int] = typer.Option(None, "--group-size", help="Points per group K for host grouping (no manifest)."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Folder for the FP32/FP16/INT8 accuracy report (JSON + Markdown)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Folder for the FP32/FP16/INT8 accuracy report (JSON + Markdown, with the FP32 assignment's health)."),
     eval_data: List[str] = typer.Option([], "--eval-data", help="Held-out clouds for --report (default: --data's test split)."),
     eval_samples: int = typer.Option(64, "--eval-samples", help="Held-out clouds for --report."),
     sensitivity: bool = typer.Option(False, "--sensitivity", help="With --report: quantize one layer at a time and rank the cost."),
@@ -65,7 +65,11 @@ def accuracy(
     points: Optional[int] = typer.Option(None, "--points", help="Points per cloud (only for a model without a manifest)."),
     grouping: Optional[str] = typer.Option(None, "--grouping", help="graph or host (only for a model without a manifest)."),
 ) -> None:
-    """FP32 vs FP16 vs INT8 on held-out clouds: token cosine, assignment and top-1 agreement, accuracy."""
+    """FP32 vs FP16 vs INT8 on held-out clouds: token cosine, assignment and top-1 agreement, accuracy.
+
+    The assignment agreement comes with its flip rate, the agreement on FP32's near-ties and the FP32
+    assignment's health; a collapsed one is marked uninformative.
+    """
     from foundry_edge.calibration.workflow import evaluate
 
     result = evaluate(model, int8, fp16, list(data), samples, out, log=_log, points=points, grouping=grouping)

@@ -23,7 +23,8 @@ def run(
     device: str = typer.Option("cpu", "--device", help="torch device (torch runtime only)."),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="Replay a captured CUDA graph (trt runtime only)."),
 ) -> None:
-    """Run a model on clouds: a summary per output, and the top class per cloud where there is a head."""
+    """Run a model on clouds: a summary per output, the top class per cloud where there is a head, and a
+    student's assignment health (SuperTokens used, entropy, largest share)."""
     import numpy as np
 
     from foundry_edge.runtimes import open_runtime
@@ -36,8 +37,8 @@ def run(
         start = time.perf_counter()
         outputs = merge_batches([rt.infer(chunk) for chunk in batches(points, batch)])
         seconds = time.perf_counter() - start
-        class_names = rt.class_names
-    print_summary(outputs, names, class_names)
+        class_names, num_supertokens = rt.class_names, rt.num_supertokens
+    print_summary(outputs, names, class_names, num_supertokens)
     typer.echo(f"inference: {seconds * 1e3:.1f} ms for {len(points)} clouds")
     if output:
         from foundry_edge.fileio import atomic_path
@@ -63,7 +64,7 @@ def backend_options(model: str, runtime: Optional[str], set_: List[str], device:
     return {"cuda_graph": cuda_graph} if chosen == "trt" else {}
 
 
-def print_summary(outputs: dict, names: List[str], class_names) -> None:
+def print_summary(outputs: dict, names: List[str], class_names, num_supertokens: Optional[int]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -79,3 +80,7 @@ def print_summary(outputs: dict, names: List[str], class_names) -> None:
         for cloud, k in zip(names, top):
             label = class_names[k] if class_names and k < len(class_names) else f"class {k}"
             typer.echo(f"{cloud}: {label}")
+    if "assignment" in outputs:
+        from foundry_edge.assignment_health import assignment_health, describe
+
+        typer.echo(f"assignment health: {describe(assignment_health(outputs['assignment'], num_supertokens))}")

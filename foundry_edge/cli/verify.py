@@ -24,7 +24,11 @@ def verify(
     set_: List[str] = typer.Option([], "--set", help="Preset overrides, applied to whichever side is a preset."),
     as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON before the verdict."),
 ) -> None:
-    """Compare a model against a reference: max abs/rel error, cosine, assignment and top-1 agreement."""
+    """Compare a model against a reference: max abs/rel error, cosine, assignment and top-1 agreement.
+
+    Beside the assignment agreement: the flip rate, the agreement on the reference's near-ties (lowest
+    10 % assignment margin) and the reference's SuperToken usage; a collapsed reference is flagged.
+    """
     from foundry_edge.errors import FoundryError
     from foundry_edge.models.config import parse_overrides
     from foundry_edge.runtimes import model_kind, open_runtime
@@ -44,7 +48,8 @@ def verify(
         typer.echo(f"comparing on {len(points)} clouds of {num_points} points ({'files' if clouds else 'synthetic shapes'})")
         expected = merge_batches([ref.infer(chunk) for chunk in batches(points, batch)])
         got = merge_batches([test.infer(chunk) for chunk in batches(points, batch)])
-    checks = compare_outputs(expected, got, wanted)
+        num_supertokens = ref.num_supertokens or test.num_supertokens
+    checks = compare_outputs(expected, got, wanted, num_supertokens)
     print_checks(checks)
     if as_json:
         typer.echo(json.dumps([c.to_dict() for c in checks], indent=2))
@@ -58,14 +63,22 @@ def print_checks(checks) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from foundry_edge.assignment_health import describe
+
     def fmt(value, spec):
         return "-" if value is None else format(value, spec)
 
     table = Table(title="verify")
-    for column in ("output", "shape", "max abs", "max rel", "cosine", "agreement", "top-1", "result"):
+    for column in ("output", "shape", "max abs", "max rel", "cosine", "agreement", "flips", "low-margin agr.",
+                   "top-1", "result"):
         table.add_column(column, justify="left" if column in ("output", "result") else "right")
     for c in checks:
         table.add_row(c.name, "x".join(map(str, c.shape)), fmt(c.max_abs, ".2e"), fmt(c.max_rel, ".2e"),
-                      fmt(c.cosine, ".6f"), fmt(c.agreement, ".4f"), fmt(c.top1, ".4f"),
+                      fmt(c.cosine, ".6f"), fmt(c.agreement, ".4f"), fmt(c.flip_rate, ".4f"),
+                      fmt(c.low_margin_agreement, ".4f"), fmt(c.top1, ".4f"),
                       ("ok" if c.passed else "FAIL") + (f" ({c.detail})" if c.detail else ""))
-    Console(width=160).print(table)
+    console = Console(width=160)
+    console.print(table)
+    for c in checks:
+        if c.health is not None:
+            console.print(f"assignment health of the reference: {describe(c.health)}", highlight=False)

@@ -8,7 +8,9 @@
 - few-shot: N-way K-shot episodes on frozen pooled tokens (mean+max), by nearest centroid and by a
   linear probe (a logistic regression), mean and standard deviation over episodes;
 - token agreement between a student and its teacher: per-token cosine similarity to the teacher's
-  normalised tokens (the distillation target) and a shared 2-D PCA of both models' pooled tokens.
+  normalised tokens (the distillation target) and a shared 2-D PCA of both models' pooled tokens;
+- a student's assignment health in eval mode (the hard argmax inference runs): SuperTokens used,
+  occupancy entropy, largest share (foundry_edge/assignment_health.py).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ def collect(model, dataset, batch_size: int = 32, limit: int | None = None) -> d
     """Run `model` over the data set in order -> numpy arrays.
 
     labels (M,), pooled (M, 2D) frozen features, and with heads: pred (M,) class predictions,
-    seg_logits (M, N, P) and parts (M, N).
+    seg_logits (M, N, P) and parts (M, N); a student's assignment (M, c).
     """
     import numpy as np
     import torch
@@ -29,7 +31,7 @@ def collect(model, dataset, batch_size: int = 32, limit: int | None = None) -> d
     from foundry_edge.training.data import batches
 
     model.eval()
-    parts = {"labels": [], "pooled": [], "pred": [], "seg_logits": [], "parts": []}
+    parts = {"labels": [], "pooled": [], "pred": [], "seg_logits": [], "parts": [], "assignment": []}
     with torch.no_grad():
         for batch in batches(dataset, batch_size, limit):
             out = model(batch["points"])
@@ -37,6 +39,8 @@ def collect(model, dataset, batch_size: int = 32, limit: int | None = None) -> d
             parts["pooled"].append(pool_tokens(out["tokens"]).numpy())
             if "logits" in out:
                 parts["pred"].append(out["logits"].argmax(dim=-1).numpy())
+            if "assignment" in out:
+                parts["assignment"].append(out["assignment"].numpy())
             if "seg_logits" in out and "parts" in batch:
                 parts["seg_logits"].append(out["seg_logits"].numpy())
                 parts["parts"].append(batch["parts"].numpy())
@@ -169,6 +173,16 @@ def check_eval_options(limit: int | None, way: int, shot: int, query: int, episo
         raise FoundryError("invalid evaluation options: " + "; ".join(problems))
 
 
+def health_of(model, found: dict) -> dict | None:
+    """Eval-mode assignment health from `collect`'s output; None for a model without an assignment (a teacher)."""
+    from foundry_edge.assignment_health import assignment_health, occupancy
+
+    if "assignment" not in found:
+        return None
+    health = assignment_health(found["assignment"], model.config.num_supertokens)
+    return {**health, "occupancy": occupancy(found["assignment"], model.config.num_supertokens)}
+
+
 def evaluate_model(model, dataset, *, batch_size: int = 32, limit: int | None = None, way: int = 5,
                    shot: int = 10, query: int = 20, episodes: int = 10, seed: int = 0) -> dict:
     """Every metric this model's heads allow, plus few-shot on its frozen tokens -> a JSON-ready dict."""
@@ -182,6 +196,9 @@ def evaluate_model(model, dataset, *, batch_size: int = 32, limit: int | None = 
         row["classification"] = accuracy(found["pred"], found["labels"])
     if "seg_logits" in found:
         row["segmentation"] = part_miou(found["seg_logits"], found["parts"], found["labels"])
+    health = health_of(model, found)
+    if health is not None:
+        row["assignment_health"] = health
     if way > 0:
         row["few_shot"] = few_shot(found["pooled"], found["labels"], way, shot, query, episodes, seed)
     return row

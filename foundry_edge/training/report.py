@@ -77,6 +77,12 @@ def render_markdown(report: dict) -> str:
         lines += ["", f"Few-shot: {fs['way']}-way {fs['shot']}-shot, {fs['query']} queries per class, "
                       f"{fs['episodes']} episodes, on frozen mean+max pooled tokens; NC nearest centroid, "
                       "LP linear probe (logistic regression)."]
+    students = [r for r in report["models"] if r.get("assignment_health")]
+    if students:
+        from foundry_edge.assignment_health import describe
+
+        lines += ["", "## Assignment health (eval mode, hard argmax)", ""]
+        lines += [f"- {r['spec']}: {describe(r['assignment_health'])}" for r in students]
     for comp in report.get("token_agreement", []):
         c = comp["cosine"]
         lines += ["", f"## {comp['student']} against {comp['teacher']}", "",
