@@ -151,7 +151,8 @@ def load_stubbing_foreign(path: str | os.PathLike, containers: tuple[str, ...] =
     which answers every global off torch's weights-only allow list with an inert stub (never
     importing or running it). Only the weights survive: the first of `containers` present (or the
     whole file) must be a dict of plain tensors, else the file is refused; beside it only the plain
-    values (bool, int, float, str) of `hyper_parameters` are kept. Every stub is discarded.
+    values of `hyper_parameters` (None, bool, int, float, str, and lists or tuples of them) are kept.
+    Every stub is discarded.
     """
     import torch
 
@@ -177,8 +178,15 @@ def _plain_payload(loaded: object, containers: tuple[str, ...], name: str) -> di
     if key is None:
         return _plain_tensors(loaded, "it", name)
     hparams = loaded.get("hyper_parameters")
-    plain = {k: v for k, v in hparams.items() if type(v) in (bool, int, float, str)} if type(hparams) is dict else {}
+    plain = {k: v for k, v in hparams.items() if _is_plain_value(v)} if type(hparams) is dict else {}
     return {key: _plain_tensors(loaded[key], f"its {key!r}", name), "hyper_parameters": plain}
+
+
+def _is_plain_value(value: object) -> bool:
+    """None, bool, int, float, str, or a list/tuple of them: what the importers read from hyper_parameters
+    (a radius that may be None, a list of transformation names)."""
+    scalars = (type(None), bool, int, float, str)
+    return type(value) in scalars or (type(value) in (list, tuple) and all(type(v) in scalars for v in value))
 
 
 def _plain_tensors(weights: object, label: str, name: str) -> dict:

@@ -38,14 +38,17 @@ JEPA = [(r"^tokenizer\.encoder\.", "tokenizer.embedding.encoder."), (r"^pos_embe
         (r"^encoder\.", "student.")]
 MAE = [(r"^tokenizer\.encoder\.", "MAE_encoder.encoder."), (r"^pos_embed\.", "MAE_encoder.pos_embed."),
        (r"^encoder\.blocks\.", "MAE_encoder.blocks.blocks."), (r"^encoder\.norm\.", "MAE_encoder.norm.")]
+# Fine-tuned PointTransformer (Point-MAE and Point-BERT): top-level keys; cls_token, cls_pos keep their names.
 MAE_FINETUNED = [(r"^tokenizer\.encoder\.", "encoder."), (r"^encoder\.blocks\.", "blocks.blocks."),
                  (r"^encoder\.norm\.", "norm."), (r"^cls_head\.layers\.", "cls_head_finetune.")]
+BERT_FINETUNED = [(r"^tokenizer\.(encoder|reduce_dim)\.", r"\1."), *MAE_FINETUNED[1:]]
 BERT = [(r"^tokenizer\.(encoder|reduce_dim)\.", r"transformer_q.\1."), (r"^pos_embed\.", "transformer_q.pos_embed."),
-        (r"^encoder\.blocks\.", "transformer_q.blocks.blocks."), (r"^encoder\.norm\.", "transformer_q.norm.")]
+        (r"^encoder\.blocks\.", "transformer_q.blocks.blocks."), (r"^encoder\.norm\.", "transformer_q.norm."),
+        (r"^cls_(token|pos)$", r"transformer_q.cls_\1")]
 
 
 def upstream(state: dict, rules, prefix: str = "") -> OrderedDict:
-    """Our keys -> an upstream layout's keys; every key must match one rule (pos_embed may stay)."""
+    """Our keys -> an upstream layout's keys; every key must match one rule (pos_embed, cls_* may stay)."""
     out = OrderedDict()
     for key, value in state.items():
         for pattern, repl in rules:
@@ -53,7 +56,7 @@ def upstream(state: dict, rules, prefix: str = "") -> OrderedDict:
                 key = re.sub(pattern, repl, key)
                 break
         else:
-            assert key.startswith("pos_embed."), key
+            assert key.startswith("pos_embed.") or key in ("cls_token", "cls_pos"), key
         out[prefix + key] = value.clone()
     return out
 
@@ -144,32 +147,31 @@ def test_point_mae_pretrained_pth_imports_exactly(tmp_path, clouds, ddp, contain
     assert len(report.ignored) == 4
 
 
-def test_point_mae_finetuned_head_and_cls_token(tmp_path, clouds):
-    model = tiny("pointmae-vits", 0, num_classes=5)
-    state = upstream(model.state_dict(), MAE_FINETUNED)
-    state["cls_token"], state["cls_pos"] = torch.zeros(1, 1, 48), torch.randn(1, 1, 48)
+@pytest.mark.parametrize("preset, rules", [("pointmae-vits", MAE_FINETUNED), ("pointbert-vits", BERT_FINETUNED)])
+def test_finetuned_head_and_cls_token_import(tmp_path, clouds, preset, rules):
+    """Upstream's logits are checked in test_upstream_configs.py; here every key lands and nothing is dropped."""
+    model = tiny(preset, 0, num_classes=5, cls_token=True)
     path = tmp_path / "finetuned.pth"
-    torch.save({"base_model": state, "epoch": 1}, path)
+    torch.save({"base_model": upstream(model.state_dict(), rules), "epoch": 1}, path)
     imported, report, _ = import_checkpoint(path, overrides=UNSTORED)
-    assert imported.config.num_classes == 5
+    assert imported.config.num_classes == 5 and imported.config.cls_token
+    assert imported.config.cls_head_layout == model.config.cls_head_layout
     assert_same_model(imported, model, clouds)
-    assert sorted(report.ignored) == ["cls_pos", "cls_token"]
-    assert any("CLS token" in note for note in report.notes)
+    assert not report.ignored and not report.notes
 
 
 def test_point_bert_pth_imports_with_reduce_dim(tmp_path, clouds):
     model = tiny("pointbert-vits", 0)
     assert model.config.encoder_dim == 32
     state = upstream(model.state_dict(), BERT, prefix="module.")
-    extras = {"transformer_q.cls_token": (1, 1, 48), "transformer_q.cls_pos": (1, 1, 48),
-              "transformer_q.mask_token": (1, 1, 48), "transformer_q.lm_head.weight": (64, 48),
+    extras = {"transformer_q.mask_token": (1, 1, 48), "transformer_q.lm_head.weight": (64, 48),
               "transformer_q.cls_head.0.weight": (16, 48), "transformer_k.norm.weight": (48,),
               "dvae.encoder.first_conv.0.weight": (128, 3, 1), "queue": (16, 64)}
     state.update(("module." + k, torch.randn(shape)) for k, shape in extras.items())
     path = tmp_path / "pointbert.pth"
     torch.save({"base_model": state, "epoch": 300}, path)
     imported, report, layout = import_checkpoint(path, overrides=UNSTORED)
-    assert layout == "point-bert"
+    assert layout == "point-bert" and imported.config.cls_token
     assert_same_model(imported, model, clouds)
     assert sorted(report.ignored) == sorted(extras)
 

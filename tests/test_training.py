@@ -224,6 +224,7 @@ def test_cli_refuses_conflicts_and_writes_an_evaluation_report(teacher_path, clo
 
 def test_bundled_default_pair_loads_and_matches_its_record():
     from foundry_edge.fileio import sha256_file
+    from foundry_edge.models.config import ModelConfig
     from foundry_edge.resolve import WEIGHTS_DIR, load_model
 
     record = json.loads((WEIGHTS_DIR / "bundled.json").read_text())
@@ -232,7 +233,7 @@ def test_bundled_default_pair_loads_and_matches_its_record():
     assert student.config.kind == "student" and student.config.output_dim == teacher.config.embed_dim
     assert next(student.parameters()).dtype == torch.float32  # stored fp16, loaded fp32
     for model, entry in ((teacher, record["teacher"]), (student, record["student"])):
-        assert model.config.to_dict() == entry["config"]
+        assert model.config.to_dict() == ModelConfig.from_dict(entry["config"]).to_dict()
         assert sha256_file(WEIGHTS_DIR / entry["file"]) == entry["sha256"]
     with torch.no_grad():
         out = student(torch.from_numpy(SyntheticShapes(2, student.config.num_points, split="test")[0]["points"])[None])

@@ -43,9 +43,10 @@ def convert(
     typer.echo(f"converting {src} ({_size(src)}) with foundry-edge {__version__}, torch {torch.__version__}")
     start = time.perf_counter()
     model, report, layout = import_checkpoint(src, source=source, preset=preset, overrides=overrides)
+    c = model.config
+    forward = (", CLS token" if c.cls_token else "") + ("" if c.pos_every_block else ", positions added once")
     typer.echo(f"layout: {layout}" + (f" ({source})" if layout == "point-jepa" else "")
-               + f"; model: {model.config.name} ({model.config.embed_dim} x {model.config.depth}, "
-               f"{model.config.num_heads} heads, {model.config.num_classes} classes)")
+               + f"; model: {c.name} ({c.embed_dim} x {c.depth}, {c.num_heads} heads, {c.num_classes} classes{forward})")
     for line in report_lines(report):
         typer.echo(line)
     save_checkpoint(out, model, provenance={"source": str(src), "source_sha256": checkpoint_hash(src),

@@ -19,9 +19,13 @@ ASSIGNERS = ("dso", "kmeans", "fps")
 # minus their per-cloud mean, then cosine to the queries, times a learned scale (the default).
 DSO_LOGITS = ("centered-cosine", "dot")
 # Fields added after checkpoints were written: a stored config without one takes its value from before
-# the field existed, so an old checkpoint keeps computing what it was trained to compute.
+# the field existed, so an old checkpoint keeps computing what it was trained to compute. A field whose
+# default is the old behaviour (pos_every_block, cls_token, cls_head_layout) needs no entry.
 LEGACY_DEFAULTS = {"dso_logits": "dot"}
 GROUPINGS = ("exact", "scalable")
+# Classification head layouts: Point-MAE's cls_head_finetune (Linear-BN-ReLU-Dropout twice, then Linear)
+# and Point-BERT's (Linear-ReLU-Dropout-Linear), so either fine-tuned head imports by key renaming.
+CLS_HEAD_LAYOUTS = ("point-mae", "point-bert")
 
 
 @dataclass
@@ -49,6 +53,12 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     qkv_bias: bool = True  # Point-JEPA: True; Point-MAE / Point-BERT: False
     pos_hidden: int = 128
+    # Positions added before every block (Point-MAE, Point-BERT, Point-JEPA's default) or once before
+    # the first (Point-JEPA encoder_add_pos_at_every_layer=False).
+    pos_every_block: bool = True
+    # A learned CLS token and CLS position lead the sequence (Point-BERT; fine-tuned Point-MAE). The
+    # `tokens` output stays the c patch tokens; a classification head reads [CLS, max over patches].
+    cls_token: bool = False
     # Foundry student (kind == "student").
     assigner: str = "dso"  # "dso" (learned), or the paper's static baselines "kmeans" / "fps"
     num_supertokens: int = 16
@@ -64,6 +74,7 @@ class ModelConfig:
     gate_hidden: int = 64
     # Heads on the (reconstructed) tokens. 0 = no head.
     num_classes: int = 0
+    cls_head_layout: str = "point-mae"
     num_part_classes: int = 0
     extra: dict = field(default_factory=dict)  # free-form provenance (e.g. the teacher's preset)
 
@@ -94,6 +105,10 @@ class ModelConfig:
             problems.append(f"dso_logits must be one of {DSO_LOGITS}, got {self.dso_logits!r}")
         if self.grouping not in GROUPINGS:
             problems.append(f"grouping must be one of {GROUPINGS}, got {self.grouping!r}")
+        if self.cls_head_layout not in CLS_HEAD_LAYOUTS:
+            problems.append(f"cls_head_layout must be one of {CLS_HEAD_LAYOUTS}, got {self.cls_head_layout!r}")
+        if self.cls_token and self.kind == "student":
+            problems.append("cls_token applies to teacher encoders only: a Foundry student has no CLS token")
         if self.embed_dim % self.num_heads:
             problems.append(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if len(self.tokenizer_widths) != 3:

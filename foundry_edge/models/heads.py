@@ -14,18 +14,26 @@ def pool_tokens(tokens: torch.Tensor) -> torch.Tensor:
 
 
 class ClassificationHead(nn.Module):
-    """Mean+max pooled tokens -> class logits; the layout of Point-MAE's `cls_head_finetune`."""
+    """Pooled tokens -> class logits, in the layout of Point-MAE's or Point-BERT's `cls_head_finetune`.
 
-    def __init__(self, dim: int, num_classes: int, hidden: int = 256, dropout: float = 0.5):
+    (B, c, D) tokens [, (B, D) CLS output] -> (B, K). Without a CLS token the head reads [mean, max] over
+    the tokens; with one it reads [CLS, max over the patch tokens], as Point-MAE's and Point-BERT's
+    fine-tuned PointTransformer do. Both are 2D wide, so one head's weights fit either.
+    """
+
+    def __init__(self, dim: int, num_classes: int, layout: str = "point-mae", hidden: int = 256,
+                 dropout: float = 0.5):
         super().__init__()
-        self.layers = nn.Sequential(
-            nn.Linear(2 * dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(hidden, num_classes),
-        )
+        if layout == "point-bert":
+            layers = [nn.Linear(2 * dim, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        else:
+            layers = [nn.Linear(2 * dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                      nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        self.layers = nn.Sequential(*layers, nn.Linear(hidden, num_classes))
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.layers(pool_tokens(tokens))
+    def forward(self, tokens: torch.Tensor, cls: torch.Tensor | None = None) -> torch.Tensor:
+        pooled = pool_tokens(tokens) if cls is None else torch.cat([cls, tokens.max(dim=1).values], dim=-1)
+        return self.layers(pooled)
 
 
 def propagate_to_points(points: torch.Tensor, centers: torch.Tensor, tokens: torch.Tensor, k: int = 3):

@@ -1,4 +1,5 @@
-"""Transformer blocks in the Point-MAE / Point-JEPA layout (pre-norm, positions before every block).
+"""Transformer blocks in the Point-MAE / Point-JEPA layout (pre-norm, positions before every block or,
+as Point-JEPA's `encoder_add_pos_at_every_layer=False`, once before the first).
 
 Attention is written out (MatMul, Softmax, MatMul) rather than scaled_dot_product_attention so that
 the exported graph has the plain pattern every TensorRT version fuses, and never the opset-23
@@ -59,16 +60,20 @@ class Block(nn.Module):
 
 
 class TransformerEncoder(nn.Module):
-    """Blocks with the positional embedding added before every block, then a final LayerNorm."""
+    """Blocks with the positional embedding added before every block (or once), then a final LayerNorm."""
 
-    def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float, qkv_bias: bool):
+    def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float, qkv_bias: bool,
+                 pos_every_block: bool = True):
         super().__init__()
         self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, qkv_bias) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
+        self.pos_every_block = pos_every_block
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, key_mask: torch.Tensor | None = None):
+        if not self.pos_every_block:
+            x = x + pos
         for block in self.blocks:
-            x = block(x + pos, key_mask)
+            x = block(x + pos if self.pos_every_block else x, key_mask)
         return self.norm(x)
 
 

@@ -1,6 +1,6 @@
 """PointModel: the teacher encoder or a Foundry student, with optional heads, in one module.
 
-    teacher: points -> tokenizer -> (+pos before every block) ViT -> tokens (B, c, d)
+    teacher: points -> tokenizer -> [CLS +] (+pos before every block, or once) ViT -> tokens (B, c, d)
     student: points -> tokenizer -> [gate] -> DSO -> ViT over s SuperTokens -> CAU -> tokens (B, c, D)
 
 `forward(points)` groups inside the model (the `--grouping graph` export); `forward_grouped(...)` takes
@@ -9,6 +9,7 @@ tokens (B, c, D), centers (B, c, 3), and for a student assignment (B, c) int64 (
 s + slot for a gate bypass), assignment_margin (B, c) (top-1 minus top-2 assignment logit: near-ties
 flip first in FP16/INT8), gate_prob (B, c) with the gate, logits (B, K) with a classification head,
 seg_logits (B, N, P) with a part-segmentation head (graph grouping only: it needs the points).
+A CLS token's output is no output: `tokens` stays the c patch tokens, and only the head reads the CLS.
 """
 
 from __future__ import annotations
@@ -44,13 +45,18 @@ class PointModel(nn.Module):
         self.tokenizer = PointTokenizer(c.num_groups, c.group_size, c.embed_dim, c.tokenizer_widths,
                                         c.tokenizer_bias, c.tokenizer_out_dim, scalable)
         self.pos_embed = positional_mlp(c.embed_dim, c.pos_hidden)
-        self.encoder = TransformerEncoder(c.embed_dim, c.depth, c.num_heads, c.mlp_ratio, c.qkv_bias)
+        self.encoder = TransformerEncoder(c.embed_dim, c.depth, c.num_heads, c.mlp_ratio, c.qkv_bias,
+                                          c.pos_every_block)
+        self.cls_token = self.cls_pos = None
+        if c.cls_token:  # Point-MAE / Point-BERT layout: (1, 1, d), expanded over the batch (Expand + Concat)
+            self.cls_token = nn.Parameter(nn.init.trunc_normal_(torch.empty(1, 1, c.embed_dim), std=0.02))
+            self.cls_pos = nn.Parameter(nn.init.trunc_normal_(torch.empty(1, 1, c.embed_dim), std=0.02))
         if c.kind == "student":
             self.assigner = (DynamicSupertokens(c.embed_dim, c.num_supertokens, c.gumbel_tau, c.dso_logits) if c.assigner == "dso"
                              else StaticGrouping(c.embed_dim, c.num_supertokens, c.assigner, c.kmeans_iters))
             self.gate = FusionGate(c.embed_dim, c.gate_hidden, c.gate_threshold, c.gate_budget) if c.gate else None
             self.cau = CrossAttentionUpsampling(c.embed_dim, c.effective_cau_hidden, c.output_dim)
-        self.cls_head = ClassificationHead(c.token_dim, c.num_classes) if c.num_classes else None
+        self.cls_head = ClassificationHead(c.token_dim, c.num_classes, c.cls_head_layout) if c.num_classes else None
         self.seg_head = PartSegmentationHead(c.token_dim, c.num_part_classes) if c.num_part_classes else None
 
     # -- entry points ---------------------------------------------------------------------------
@@ -67,14 +73,24 @@ class PointModel(nn.Module):
     def forward_grouped(self, neighbourhoods: torch.Tensor, centers: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, c, K, 3) neighbourhoods relative to their centres, (B, c, 3) centres -> outputs."""
         out = self.forward_features(self.tokenizer.embed(neighbourhoods), centers)
+        cls = out.pop("cls", None)
         if self.cls_head is not None:
-            out["logits"] = self.cls_head(out["tokens"])
+            out["logits"] = self.cls_head(out["tokens"], cls)
         return out
 
     def forward_features(self, tokens: torch.Tensor, centers: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.config.kind == "teacher":
-            return {"tokens": self.encoder(tokens, self.pos_embed(centers)), "centers": centers}
-        return self._student(tokens, centers)
+        """(B, c, d) group tokens, (B, c, 3) centres -> outputs; with a CLS token also "cls" (B, d), the
+        CLS output for the head (forward_grouped takes it out of the outputs)."""
+        if self.config.kind == "student":
+            return self._student(tokens, centers)
+        pos = self.pos_embed(centers)
+        if self.cls_token is None:
+            return {"tokens": self.encoder(tokens, pos), "centers": centers}
+        batch = tokens.shape[0]
+        tokens = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)
+        pos = torch.cat([self.cls_pos.expand(batch, -1, -1), pos], dim=1)
+        encoded = self.encoder(tokens, pos)
+        return {"tokens": encoded[:, 1:], "centers": centers, "cls": encoded[:, 0]}
 
     # -- the Foundry student --------------------------------------------------------------------
     def _student(self, tokens: torch.Tensor, centers: torch.Tensor) -> dict[str, torch.Tensor]:

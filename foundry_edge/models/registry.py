@@ -19,8 +19,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "pointjepa-vits": dict(_TEACHER),
     # The same encoder in the Point-MAE layout (biases in the mini-PointNet, no qkv bias).
     "pointmae-vits": dict(_TEACHER, qkv_bias=False, tokenizer_bias=True),
-    # Point-BERT: 256-wide group encoder reduced to 384, no qkv bias.
-    "pointbert-vits": dict(_TEACHER, qkv_bias=False, tokenizer_bias=True, encoder_dim=256),
+    # Point-BERT: 256-wide group encoder reduced to 384, no qkv bias, a CLS token in the sequence,
+    # and its fine-tuned head (Linear-ReLU-Dropout-Linear on [CLS, max]).
+    "pointbert-vits": dict(_TEACHER, qkv_bias=False, tokenizer_bias=True, encoder_dim=256, cls_token=True,
+                           cls_head_layout="point-bert"),
     # The paper's student: the teacher's tokenizer, a ViT-S over s = 16 SuperTokens.
     "foundry-s16": dict(_STUDENT),
     # A ViT-T student (d 192, 3 heads) on the teacher's tokenizer.
