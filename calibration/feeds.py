@@ -142,8 +142,10 @@ class FeedReader:
 
 
 def open_clouds(specs: Sequence[str], samples: int, split: str, seed: int = 0, num_points: int = 1024,
-                min_points: int = 1) -> CloudSet:
+                min_points: int = 1, drop_invalid: bool = False) -> CloudSet:
     """`samples` clouds of `num_points` from 'synthetic', cloud files, folders or data-set layouts.
+
+    NaN/Inf points are refused unless `drop_invalid` drops them (a foundry_edge.data.DroppedPoints warning each).
 
     split "calibration" draws a synthetic split of its own and the train split of a data set; "test"
     is held out from both. More clouds than asked: an evenly spaced subset (so every class of a sorted
@@ -165,9 +167,10 @@ def open_clouds(specs: Sequence[str], samples: int, split: str, seed: int = 0, n
                            "check the paths or use --data synthetic")
     layout_split = "train" if split == "calibration" else split
     if len(specs) == 1 and (Path(specs[0]).is_dir() or Path(specs[0]).suffix in (".h5", ".hdf5")):
-        return _from_dataset(data.open_dataset(specs[0], layout_split, num_points, seed=seed), samples,
-                             f"{specs[0]} ({layout_split} split)")
-    clouds = data.load_clouds(specs, num_points, split=layout_split, seed=seed, min_points=min_points)
+        dataset = data.open_dataset(specs[0], layout_split, num_points, seed=seed, drop_invalid=drop_invalid)
+        return _from_dataset(dataset, samples, f"{specs[0]} ({layout_split} split)")
+    clouds = data.load_clouds(specs, num_points, split=layout_split, seed=seed, min_points=min_points,
+                              drop_invalid=drop_invalid)
     return _subset(CloudSet(list(clouds), None, ", ".join(specs)), samples)
 
 

@@ -41,6 +41,7 @@ class CalibrateConfig:
     eval_data: Optional[List[str]] = None  # default: --data (the held-out "test" split)
     eval_samples: int = 64
     sensitivity: bool = False
+    drop_invalid: bool = False  # drop NaN/Inf points of --data and --eval-data instead of refusing the cloud
 
     def problems(self) -> List[str]:
         out = []
@@ -82,7 +83,8 @@ def calibrate(config: CalibrateConfig, log: Log = print, on_feed=None) -> dict:
         raise FoundryError("conflicting options: " + "; ".join(problems))
     config.quantize.validate()
     manifest, pre, names = load_model_facts(config)
-    clouds = open_clouds(config.data, config.samples, "calibration", config.seed, pre.num_points, pre.group_size or 1)
+    clouds = open_clouds(config.data, config.samples, "calibration", config.seed, pre.num_points, pre.group_size or 1,
+                         config.drop_invalid)
     feeds = prepare(clouds, pre, names, config.batch, config.seed)
     log(f"calibrating {config.model.name} ({pre.grouping} grouping, {pre.num_points} points) on {config.samples} "
         f"clouds of {clouds.source}: {_backend_version(config.quantize.backend)}, method {config.quantize.method}")
@@ -122,7 +124,7 @@ def report(config: CalibrateConfig, manifest: Optional[dict], pre: Preprocessing
     convert_to_fp16(config.model, fp16)
     log(f"wrote {fp16} ({_mib(fp16)}) in {time.perf_counter() - start:.1f} s")
     held_out = open_clouds(config.eval_data or config.data, config.eval_samples, "test", config.seed, pre.num_points,
-                          pre.group_size or 1)
+                          pre.group_size or 1, config.drop_invalid)
     feeds = prepare(held_out, pre, names, config.batch, config.seed)
     log(f"measuring FP32 vs FP16 vs INT8 on {config.eval_samples} held-out clouds of {held_out.source}")
     start = time.perf_counter()
@@ -175,7 +177,7 @@ def _mib(path: Path) -> str:
 
 
 def evaluate(model: Path, int8: Optional[Path], fp16: Optional[Path], data: List[str], samples: int, out: Path,
-             batch: int = 8, seed: int = 0, log: Log = print, **preprocessing) -> dict:
+             batch: int = 8, seed: int = 0, log: Log = print, drop_invalid: bool = False, **preprocessing) -> dict:
     """`foundry-edge accuracy`: FP32 `model` vs the given INT8 / FP16 files (FP16 converted if not given)."""
     from foundry_edge.calibration.accuracy import accuracy_report, write_report
     from foundry_edge.calibration.fp16 import convert_to_fp16
@@ -191,7 +193,7 @@ def evaluate(model: Path, int8: Optional[Path], fp16: Optional[Path], data: List
         fp16 = out / (model.stem + ".fp16.onnx")
         convert_to_fp16(model, fp16)
         log(f"wrote {fp16} ({_mib(fp16)})")
-    held_out = open_clouds(data, samples, "test", seed, pre.num_points, pre.group_size or 1)
+    held_out = open_clouds(data, samples, "test", seed, pre.num_points, pre.group_size or 1, drop_invalid)
     log(f"measuring FP32 vs {'FP16 vs INT8' if int8 else 'FP16'} on {samples} clouds of {held_out.source}")
     start = time.perf_counter()
     models = {"fp32": model, "fp16": fp16, **({"int8": int8} if int8 is not None else {})}

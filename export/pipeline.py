@@ -1,5 +1,6 @@
-"""`export_model(ExportOptions(...)) -> ExportResult`: load, torch2onnx, simplify_onnx, validate_onnx,
-write. The orchestrator only calls the steps in order; what is valid together is one table here.
+"""`export_model(ExportOptions(...)) -> ExportResult`: load, torch2onnx, simplify_onnx, the target's
+rewrites and IR version, validate_onnx, write. The orchestrator only calls the steps in order; what is
+valid together is one table here.
 
 Files are written only after every check passed: model.onnx + model.manifest.json (and teacher.onnx +
 teacher.manifest.json with a teacher). With keep_failed a failed export is kept as *.failed.onnx;
@@ -234,11 +235,11 @@ class _Built:
 
 def _build(role: str, model, info: dict, config: PointModelOnnxConfig, options: ExportOptions, work: Path,
            log) -> _Built:
-    """torch2onnx -> simplify_onnx -> the target's rewrites -> metadata -> validate_onnx on a temporary file."""
+    """torch2onnx -> simplify_onnx -> the target's rewrites and IR -> metadata -> validate_onnx on a temporary file."""
     import onnx
     import torch
 
-    from foundry_edge.export.rewrites import apply_rewrites
+    from foundry_edge.export.rewrites import apply_rewrites, stamp_ir_version
     from foundry_edge.export.simplify import simplify_onnx
     from foundry_edge.export.torch2onnx import torch2onnx
     from foundry_edge.export.validate import validate_onnx
@@ -254,12 +255,17 @@ def _build(role: str, model, info: dict, config: PointModelOnnxConfig, options: 
         start = time.perf_counter()
         proto, simplifier = simplify_onnx(proto)
         log(f"{role}: simplified with {simplifier} in {time.perf_counter() - start:.1f} s, {_size(proto)}")
-    rewrites = get_target(config.target).rewrites(config.opset)
+    target = get_target(config.target)
+    rewrites = target.rewrites(config.opset)
     if rewrites:
         start = time.perf_counter()
         proto = apply_rewrites(proto, rewrites)
         log(f"{role}: rewrote for {config.target} with onnx {onnx.__version__} ({', '.join(rewrites)}) in "
             f"{time.perf_counter() - start:.1f} s, {_size(proto)}")
+    written_ir = proto.ir_version
+    stamp_ir_version(proto, target.ir_version(config.opset))
+    log(f"{role}: stamped IR version {proto.ir_version} for opset {config.opset} (the exporter wrote IR {written_ir}; "
+        f"see export/targets.py)")
     _stamp_metadata(proto, model.config, config)
     data = proto.SerializeToString()
     path = work / f"{role}.onnx"
@@ -312,6 +318,7 @@ def _manifest(model, info, config: PointModelOnnxConfig, options: ExportOptions,
     import torch
 
     from foundry_edge import __version__
+    from foundry_edge.resolve import class_names_of
 
     source = info.get("path") or f"{info['source']}:{info.get('name', model.config.name)}"
     if "weights" in info:
@@ -323,8 +330,9 @@ def _manifest(model, info, config: PointModelOnnxConfig, options: ExportOptions,
                       "trt_check": options.trt_check, "seed": options.seed}
     return build_manifest(
         model={"name": model.config.name, "kind": model.config.kind, "config": model.config.to_dict(),
-               "checkpoint": {"source": source, "sha256": info.get("sha256")}},
-        onnx={"file": None, "sha256": hashlib.sha256(data).hexdigest(), "opset": opset,
+               "checkpoint": {"source": source, "sha256": info.get("sha256")},
+               "class_names": info.get("class_names") or class_names_of(model.config)},
+        onnx={"file": None, "sha256": hashlib.sha256(data).hexdigest(), "opset": opset, "ir_version": proto.ir_version,
               "nodes": len(proto.graph.node), "precision": "fp32", "rewrites": list(rewrites)},
         grouping=config.grouping, preprocessing=config.preprocessing(),
         inputs=[s.to_dict() for s in config.input_specs()], outputs=[s.to_dict() for s in config.output_specs()],

@@ -5,6 +5,9 @@ and the parity run see the rewritten file.
 - "opset17": TensorRT 8.x documents ONNX opsets up to 17 and its Reduce importers take `axes` as an
   attribute; the dynamo exporter writes opset >= 18, where Reduce* ops take `axes` as an input.
 - "decompose-layernorm": TensorRT 8.5 (JetPack 5.1) has no LayerNormalization importer.
+
+`stamp_ir_version` runs after them on every export: the exporter stamps its own onnx's IR version (10),
+which ONNX Runtime before 1.18 refuses to load; targets.py says which IR each opset gets.
 """
 
 from __future__ import annotations
@@ -137,6 +140,22 @@ def _rank(model, name: str) -> int:
         if value.name == name and value.type.tensor_type.HasField("shape"):
             return len(value.type.tensor_type.shape.dim)
     raise ValueError(f"LayerNormalization input {name!r} has no inferred rank")
+
+
+def stamp_ir_version(model, ir_version: int):
+    """Set the file's IR version in place; below IR 10 drop the per-node/graph/value/tensor metadata_props
+    IR 10 introduced (the exporter's trace notes: no runtime reads them, and an older reader would not)."""
+    model.ir_version = ir_version
+    if ir_version < 10 and hasattr(model.graph, "metadata_props"):  # an onnx before 1.16 has none to drop
+        for graph in graphs(model.graph):
+            del graph.metadata_props[:]
+            for item in (*graph.node, *graph.input, *graph.output, *graph.value_info, *graph.initializer):
+                del item.metadata_props[:]
+        for function in model.functions:
+            del function.metadata_props[:]
+            for node in function.node:
+                del node.metadata_props[:]
+    return model
 
 
 REWRITES = {"opset17": to_opset17, "decompose-layernorm": decompose_layer_norm}

@@ -1,15 +1,23 @@
-"""Which TensorRT an export is for: the opsets it may be written at and the graph rewrites it needs.
+"""Which TensorRT an export is for: the opsets and IR versions it may be written at, and the graph
+rewrites it needs.
 
-One table (research/deploy-stack.md): TensorRT 8.x documents ONNX opsets up to 17, and 8.5 has no
-LayerNormalization importer. The dynamo exporter writes opset 18 at the lowest, so opset 17 is
-reached by converting the written graph (export/rewrites.py).
+One table (research/deploy-stack.md, onnx-tensorrt's changelog): TensorRT 8.x documents ONNX opsets up
+to 17, and 8.5 has no LayerNormalization importer. The dynamo exporter writes opset 18 at the lowest,
+so opset 17 is reached by converting the written graph (export/rewrites.py).
 
-| target | TensorRT | JetPack        | opsets (default first) | rewrites                                      |
-|--------|----------|----------------|------------------------|-----------------------------------------------|
-| trt8.5 | 8.5      | 5.1            | 17                     | opset 17, LayerNormalization -> primitives   |
-| trt8.6 | 8.6      | 6.0            | 17                     | opset 17                                      |
-| trt10  | 10.x     | 6.1 - 7.2      | 18, 19, 20, 17         | opset 17 only when asked                      |
-| trt11  | 11.x     | 7.2.2 and later| 18, 19, 20, 17         | opset 17 only when asked                      |
+The IR version is the lowest that holds the opset (onnx's VERSION_TABLE: opsets 17-18 -> IR 8, 19-20
+-> IR 9), not the exporter's own (IR 10 with torch 2.13): ONNX Runtime reads IR <= 9 before 1.18, so an
+IR-10 file does not load in the 1.16 / 1.17 builds pyproject admits (ORT 1.16 reads opsets up to 19,
+1.17 up to 20). TensorRT's parsers were built against onnx 1.12 (8.5) and 1.13.1 (8.6), both IR 8;
+a newer IR only makes them warn. tests/test_onnx_versions.py loads every target's file in the oldest
+ONNX Runtime and onnx pyproject admits.
+
+| target | TensorRT | JetPack         | opset / IR (default first)     | rewrites                                    |
+|--------|----------|-----------------|--------------------------------|---------------------------------------------|
+| trt8.5 | 8.5      | 5.1             | 17 / 8                         | opset 17, LayerNormalization -> primitives |
+| trt8.6 | 8.6      | 6.0             | 17 / 8                         | opset 17                                    |
+| trt10  | 10.x     | 6.1 - 7.2       | 18 / 8, 19 / 9, 20 / 9, 17 / 8 | opset 17 only when asked                    |
+| trt11  | 11.x     | 7.2.2 and later | 18 / 8, 19 / 9, 20 / 9, 17 / 8 | opset 17 only when asked                    |
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from foundry_edge.errors import FoundryError
 
 EXPORTER_OPSETS = (18, 19, 20)  # what torch.onnx's dynamo exporter writes (23+ emits Attention)
 CONVERTED_OPSET = 17  # reached from 18 with onnx.version_converter
+_TRT10_FORMATS = ((18, 8), (19, 9), (20, 9), (17, 8))
 
 
 @dataclass(frozen=True)
@@ -27,12 +36,21 @@ class Target:
     name: str
     tensorrt: str
     jetpack: str
-    opsets: tuple  # valid opsets, the default first
+    formats: tuple  # (opset, IR version) pairs the file may be written at, the default first
     native_layer_norm: bool = True
+
+    @property
+    def opsets(self) -> tuple:
+        """Valid opsets, the default first."""
+        return tuple(opset for opset, _ in self.formats)
 
     @property
     def default_opset(self) -> int:
         return self.opsets[0]
+
+    def ir_version(self, opset: int) -> int:
+        """The IR version a file at `opset` is stamped with for this target."""
+        return dict(self.formats)[opset]
 
     def rewrites(self, opset: int) -> tuple:
         """Names of the rewrites (export/rewrites.py) a graph at `opset` needs for this TensorRT, in order."""
@@ -47,10 +65,10 @@ class Target:
 
 
 TARGETS = {t.name: t for t in (
-    Target("trt8.5", "8.5", "5.1", (17,), native_layer_norm=False),
-    Target("trt8.6", "8.6", "6.0", (17,)),
-    Target("trt10", "10.x", "6.1-7.2", (18, 19, 20, 17)),
-    Target("trt11", "11.x", "7.2.2+", (18, 19, 20, 17)),
+    Target("trt8.5", "8.5", "5.1", ((17, 8),), native_layer_norm=False),
+    Target("trt8.6", "8.6", "6.0", ((17, 8),)),
+    Target("trt10", "10.x", "6.1-7.2", _TRT10_FORMATS),
+    Target("trt11", "11.x", "7.2.2+", _TRT10_FORMATS),
 )}
 DEFAULT_TARGET = "trt10"
 

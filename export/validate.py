@@ -125,6 +125,21 @@ def check_ops(model, target: str = DEFAULT_TARGET) -> CheckResult:
                                     f"{'/'.join(forbidden)}, {counts.get('TopK', 0)} TopK with constant K", metrics)
 
 
+def check_ir_version(model, target: str = DEFAULT_TARGET) -> CheckResult:
+    """The IR version is the one `target` gives the file's opset (export/targets.py): a newer one does not
+    load in the ONNX Runtime builds the target's devices have."""
+    trt = get_target(target)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset not in trt.opsets:
+        return CheckResult("ir version", False, f"opset {opset} has no IR version for {target} (see the ops check)")
+    wanted = trt.ir_version(opset)
+    metrics = {"ir_version": model.ir_version, "expected": wanted}
+    if model.ir_version != wanted:
+        return CheckResult("ir version", False, f"IR version {model.ir_version}, expected {wanted} for opset {opset} "
+                                                f"on {target}", metrics)
+    return CheckResult("ir version", True, f"IR version {wanted} for opset {opset} on {target}", metrics)
+
+
 def check_reduce_axes(model) -> CheckResult:
     """Every Reduce* node's axes is an attribute or an initializer: TensorRT 8.x's reduce importers want
     constant axes and TensorRT 10 rejects an axes input that is not an initializer. Loop bodies too."""
@@ -246,7 +261,7 @@ def validate_onnx(path, model, config: PointModelOnnxConfig, *, parity: bool = T
     path = Path(path)
     proto = onnx.load(str(path))
     results = [check_onnx_checker(path), check_shape_inference(proto), check_dims(proto, config),
-               check_ops(proto, config.target), check_reduce_axes(proto)]
+               check_ops(proto, config.target), check_ir_version(proto, config.target), check_reduce_axes(proto)]
     if parity:
         results += check_parity(path, model, config, seed)
     else:

@@ -6,6 +6,9 @@ twin `normalize` lives in foundry_edge.data.transforms, and foundry_edge.models.
     (B, N, 3) raw points -> centre + unit sphere -> FPS (G centres) -> kNN (K each)
     -> neighbourhoods (B, G, K, 3) relative to their centres, centres (B, G, 3)
 
+Raw points may come in float64 at map coordinates: for a model that normalises (here or in its graph),
+a cloud that float32 would round is first moved by its float64 bounding-box centre (check_clouds).
+
 FPS starts at the point farthest from the centroid and ties go to the lowest index (ArgMax
 semantics); kNN ranks squared distances written as |a|^2 - 2 a.b + |b|^2, ties to the lowest index.
 No torch here: the Jetson engine path imports this module (docs/contracts.md).
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from foundry_edge.data.readers import validate_cloud
+from foundry_edge.data.readers import cloud_from_table, validate_cloud
 from foundry_edge.data.transforms import normalize
 from foundry_edge.errors import FoundryError
 
@@ -62,14 +65,26 @@ def group(points: np.ndarray, num_groups: int, group_size: int):
     return (neighbours - centers[:, :, None, :]).astype(np.float32), centers.astype(np.float32)
 
 
-def check_clouds(points, min_points: int) -> np.ndarray:
-    """(N, 3) or (B, N, 3) finite points, at least `min_points` each -> (B, N, 3) float32."""
+def check_clouds(points, min_points: int, recentre: bool = False) -> np.ndarray:
+    """(N, 3) or (B, N, 3) finite points in any precision, at least `min_points` each -> (B, N, 3) float32.
+
+    `recentre`, for a model that normalises its input (a translation changes none of its outputs): a cloud
+    given in more precision than float32 (float64 at map coordinates) that float32 would round is first moved
+    by its float64 bounding-box centre, by the rule `foundry_edge.data.read_cloud` follows for files. Without
+    it, or when the points already are float32 (their shape is lost by then), such a cloud is refused.
+    """
     arr = np.asarray(points)
-    if arr.ndim == 2:
-        return validate_cloud(arr, min_points)[None]
-    if arr.ndim != 3:
+    if arr.ndim not in (2, 3) or arr.shape[-1] != 3:
         raise FoundryError(f"expected clouds shaped (N, 3) or (B, N, 3), found {arr.shape}; pass xyz points only")
-    return np.stack([validate_cloud(cloud, min_points, f"cloud {i}") for i, cloud in enumerate(arr)])
+    if arr.ndim == 2:
+        return _checked(arr, min_points, "<array>", recentre)[None]
+    return np.stack([_checked(cloud, min_points, f"cloud {i}", recentre) for i, cloud in enumerate(arr)])
+
+
+def _checked(cloud: np.ndarray, min_points: int, source: str, recentre: bool) -> np.ndarray:
+    if recentre and not (np.issubdtype(cloud.dtype, np.floating) and cloud.dtype.itemsize <= 4):
+        return cloud_from_table(cloud, source, min_points=min_points)[0]
+    return validate_cloud(cloud, min_points, source)
 
 
 def host_feed(points, num_groups: int, group_size: int, normalize_input: bool = True, method: str = "exact",
@@ -79,7 +94,7 @@ def host_feed(points, num_groups: int, group_size: int, normalize_input: bool = 
     `normalize_input` is the model's flag: the graph no longer normalises, so the host must.
     `method` is the model's grouping: "exact" here, "scalable" (large scenes) in scene_grouping.
     """
-    arr = check_clouds(points, group_size)
+    arr = check_clouds(points, group_size, recentre=normalize_input)
     if normalize_input:
         arr = normalize(arr)
     if method == "scalable":
@@ -94,7 +109,8 @@ def host_feed(points, num_groups: int, group_size: int, normalize_input: bool = 
 def feed_from_manifest(points, preprocessing: dict) -> dict[str, np.ndarray]:
     """Raw points -> feed, as a manifest's `preprocessing` section says (graph or host grouping)."""
     if preprocessing.get("in_graph", True):
-        return {"points": check_clouds(points, int(preprocessing.get("group_size", 1)))}
+        return {"points": check_clouds(points, int(preprocessing.get("group_size", 1)),
+                                       recentre=preprocessing.get("normalize") == "centre-unit-sphere")}
     return host_feed(points, int(preprocessing["num_groups"]), int(preprocessing["group_size"]),
                      normalize_input=preprocessing.get("normalize") == "centre-unit-sphere",
                      method=preprocessing.get("method", "exact"),

@@ -32,7 +32,8 @@ def load_model(spec: str, **overrides):
 
     if spec in PRESETS:
         model = create_model(spec, **overrides)
-        return model, {"source": "preset", "name": spec, "weights": "random initialisation"}
+        return model, {"source": "preset", "name": spec, "weights": "random initialisation",
+                       "class_names": class_names_of(model.config)}
     path = bundled_path(spec) if spec in BUNDLED else Path(spec)
     if spec not in BUNDLED and not path.exists():
         raise FoundryError(f"{spec!r} is neither a preset ({', '.join(PRESETS)}), 'default', "
@@ -44,4 +45,18 @@ def load_model(spec: str, **overrides):
 
     model, report, layout = import_checkpoint(path)
     return model, {"source": "checkpoint", "path": str(path), "layout": layout,
-                   "sha256": checkpoint_hash(path), "load_report": report.to_dict()}
+                   "sha256": checkpoint_hash(path), "load_report": report.to_dict(),
+                   "class_names": class_names_of(model.config, spec)}
+
+
+def class_names_of(config, spec: str = "") -> list | None:
+    """The classifier's class names, index order: the bundled weights' (weights/bundled.json data.classes),
+    else the config's `extra["class_names"]`; None without a head or where no names match its size."""
+    names = config.extra.get("class_names")
+    if spec in BUNDLED:
+        import json
+
+        names = json.loads((WEIGHTS_DIR / "bundled.json").read_text(encoding="utf-8"))["data"]["classes"]
+    if not config.num_classes or not isinstance(names, list) or len(names) != config.num_classes:
+        return None
+    return [str(name) for name in names]

@@ -83,7 +83,9 @@ class Runtime:
 
     # -- inference --------------------------------------------------------------------------------
     def infer(self, points: np.ndarray) -> Dict[str, np.ndarray]:
-        """(B, N, 3) raw clouds -> outputs by name; grouping happens wherever the model expects it."""
+        """(B, N, 3) raw clouds in any precision -> outputs by name; grouping happens wherever the model expects
+        it. For a model that normalises, a cloud float32 would round (float64 map coordinates) is first moved
+        by its float64 centre (foundry_edge.preprocess.check_clouds): its outputs do not change by it."""
         return self.infer_feed(self.feed_from_points(points))
 
     def feed_from_points(self, points: np.ndarray) -> Dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ on its near-ties (foundry_edge/assignment_health.py): a collapsed assignment agr
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -148,24 +149,71 @@ def batches(points: np.ndarray, size: int) -> Iterator[np.ndarray]:
         yield points[start:start + size]
 
 
-def gather_clouds(paths: Sequence[str], num_points: int, samples: int, seed: int = 0, min_points: int = 1) -> tuple:
-    """(clouds (M, num_points, 3) float32, names): files resampled to `num_points`, or synthetic shapes.
+@dataclass
+class Clouds:
+    """Clouds as a runtime takes them, and what was done to each on the way (`run` says it, `run -o` saves origins)."""
+
+    points: np.ndarray  # (M, N, 3) float32
+    names: List[str]
+    origins: np.ndarray  # (M, 3) float64: a file's coordinates are points + origin (zeros: not moved)
+    read: List[int]      # points read from each file (generated, for synthetic shapes)
+    dropped: List[int]   # of those, points with NaN/Inf dropped (drop_invalid)
+    seed: int = 0
+
+    def notes(self) -> List[str]:
+        """One line per cloud: points read, dropped, recentred, and resampled to N by which rule."""
+        lines = []
+        for name, read, dropped, origin in zip(self.names, self.read, self.dropped, self.origins):
+            steps = [f"{read} points {'generated' if name.startswith('synthetic:') else 'read'}"]
+            if dropped:
+                steps.append(f"{dropped} with NaN/Inf dropped")
+            if origin.any():
+                steps.append(f"recentred on origin ({', '.join(f'{v:.10g}' for v in origin)}) in float64")
+            steps.append(resampling(read - dropped, self.points.shape[1], self.seed))
+            lines.append(f"{name}: {', '.join(steps)}")
+        return lines
+
+
+def resampling(found: int, n: int, seed: int) -> str:
+    """What foundry_edge.data.transforms.resample does to a cloud of `found` points, in words."""
+    if found > n:
+        return f"subsampled to {n} by a random choice without repeats (seed {seed})"
+    if found < n:
+        return f"padded to {n} by repeating {n - found} randomly drawn points (every point kept once, seed {seed})"
+    return f"all {n} used"
+
+
+def gather_clouds(paths: Sequence[str], num_points: int, samples: int, seed: int = 0, min_points: int = 1,
+                  drop_invalid: bool = False) -> Clouds:
+    """Files resampled to `num_points` (or `samples` synthetic shapes) -> Clouds, with what was done to each.
 
     A file with fewer than `min_points` (the model's group size) is refused: resampling would only repeat points.
+    NaN/Inf points are refused unless `drop_invalid` drops them; a file far from its origin comes back recentred
+    (foundry_edge.data.read_cloud).
     """
     if not num_points:
         raise FoundryError("expected the model to say how many points a cloud has, found a dynamic point axis and "
                            "no manifest: keep <stem>.manifest.json beside the ONNX, or export with --static-points")
     if paths:
-        from foundry_edge.data import read_cloud, resample
+        from foundry_edge.data.readers import cloud_from_table, read_table
+        from foundry_edge.data.transforms import resample
 
-        clouds = [resample(read_cloud(p, min_points=min_points), num_points, seed) for p in paths]
-        return np.stack(clouds).astype(np.float32), [str(p) for p in paths]
+        clouds, origins, read, dropped = [], [], [], []
+        for p in paths:
+            cloud, origin, keep = cloud_from_table(read_table(Path(p)), Path(p), min_points=min_points,
+                                                   drop_invalid=drop_invalid)
+            clouds.append(resample(cloud, num_points, seed))
+            origins.append(origin)
+            dropped.append(0 if keep is None else int((~keep).sum()))
+            read.append(len(cloud) + dropped[-1])
+        return Clouds(np.stack(clouds).astype(np.float32), [str(p) for p in paths], np.stack(origins), read, dropped,
+                      seed)
     from foundry_edge.data.synthetic import SyntheticShapes
 
     if samples < 1:
         raise FoundryError(f"expected --samples of at least 1 synthetic cloud, got {samples}: pass a positive count")
     shapes = SyntheticShapes(samples, num_points, seed=seed, split="verify")
     items = list(shapes)
-    return (np.stack([it["points"] for it in items]).astype(np.float32),
-            [f"synthetic:{shapes.classes[it['label']]}" for it in items])
+    return Clouds(np.stack([it["points"] for it in items]).astype(np.float32),
+                  [f"synthetic:{shapes.classes[it['label']]}" for it in items], np.zeros((len(items), 3)),
+                  [num_points] * len(items), [0] * len(items), seed)

@@ -7,7 +7,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from foundry_edge.errors import FoundryError, require
-from foundry_edge.runtimes.base import Runtime
+from foundry_edge.runtimes.base import Grouping, Runtime
 
 
 class TorchRuntime(Runtime):
@@ -32,15 +32,20 @@ class TorchRuntime(Runtime):
                                "use --device cpu or install a CUDA build of torch")
         if self.threads:
             torch.set_num_threads(self.threads)
-        if isinstance(self.spec, str):
-            from foundry_edge.resolve import load_model
+        from foundry_edge.resolve import class_names_of, load_model
 
+        if isinstance(self.spec, str):
             self.model, self.info = load_model(self.spec, **self.overrides)
         else:
-            self.model, self.info = self.spec, {"source": "module"}
+            self.model, self.info = self.spec, {"source": "module", "class_names": class_names_of(self.spec.config)}
         self.model = self.model.to(self.device).eval()
-        self.inputs, self.outputs = model_specs(self.model.config)
-        self.num_supertokens = self.model.config.num_supertokens if self.model.config.kind == "student" else None
+        config = self.model.config
+        self.inputs, self.outputs = model_specs(config)
+        # What an export of it would put in its manifest: the base class recentres far-off clouds when it normalises.
+        self.grouping = Grouping("graph", {"in_graph": True, "group_size": config.group_size,
+                                           "normalize": "centre-unit-sphere" if config.normalize_input else "none"})
+        self.class_names = self.info.get("class_names")
+        self.num_supertokens = config.num_supertokens if config.kind == "student" else None
         self.provider = f"torch-{torch.device(self.device).type}"
 
     @property

@@ -90,11 +90,14 @@ def expected_opset(case: dict) -> int:
 
 
 def assert_fits_target(model, manifest, case: dict):
-    """The opset is the target's; at opset 17 Reduce axes are attributes (ReduceSum: an initializer);
-    LayerNormalization is decomposed for trt8.5 only."""
+    """The opset is the target's, the IR version the lowest that holds it (ONNX Runtime 1.16/1.17 refuse IR 10);
+    at opset 17 Reduce axes are attributes (ReduceSum: an initializer); LayerNormalization is decomposed for
+    trt8.5 only."""
     target = case.get("target", "trt10")
     opset = expected_opset(case)
     assert manifest["onnx"]["opset"] == opset == model.opset_import[0].version
+    assert manifest["onnx"]["ir_version"] == model.ir_version == {17: 8, 18: 8, 19: 9, 20: 9}[opset]
+    assert [c["passed"] for c in manifest["checks"]["items"] if c["name"] == "ir version"] == [True]
     assert manifest["export_options"]["target"] == target and manifest["export_options"]["opset"] == opset
     initializers = {i.name for i in model.graph.initializer}
     for node in model.graph.node:

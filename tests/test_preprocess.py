@@ -83,3 +83,28 @@ def test_bad_clouds_are_refused_in_one_line(points, message):
 def test_preprocess_does_not_import_torch():
     code = "import sys, foundry_edge.preprocess; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def far_off(local: np.ndarray) -> np.ndarray:
+    """The same clouds in float64 at map coordinates: (5e5, 5e6, 100) m, where float32 steps are 0.5 m."""
+    return local.astype(np.float64) + np.array([5e5, 5e6, 100.0])
+
+
+def test_a_normalising_host_recentres_float64_map_coordinates_in_float64(clouds):
+    near = preprocess.host_feed(clouds, 16, 8)
+    far = preprocess.host_feed(far_off(clouds), 16, 8)
+    np.testing.assert_allclose(far["centers"], near["centers"], atol=1e-5)
+    np.testing.assert_allclose(far["neighbourhoods"], near["neighbourhoods"], atol=1e-5)
+    graph = preprocess.feed_from_manifest(far_off(clouds), {"in_graph": True, "normalize": "centre-unit-sphere"})
+    assert graph["points"].dtype == np.float32 and np.ptp(graph["points"], axis=1).max() < 3  # the 1 m shape, kept
+    assert np.abs(graph["points"]).max() < 2  # moved next to the origin before the cast
+
+
+@pytest.mark.parametrize("points, preprocessing", [
+    (lambda c: far_off(c).astype(np.float32), {"in_graph": True, "normalize": "centre-unit-sphere"}),  # shape lost
+    (far_off, {"in_graph": True, "normalize": "none"}),  # a model that does not normalise sees the translation
+    (far_off, {"in_graph": True}),  # a bare ONNX: whether it normalises is unknown
+])
+def test_far_off_clouds_are_refused_where_recentring_cannot_help(clouds, points, preprocessing):
+    with pytest.raises(FoundryError, match="centre_cloud"):
+        preprocess.feed_from_manifest(points(clouds), preprocessing)

@@ -266,3 +266,111 @@ def test_cli_bad_options_are_one_line_and_write_nothing(exported, tmp_path, caps
     for argv in (["run", model, str(sparse)], ["verify", model, "--against", model, "--clouds", str(sparse)]):
         assert main(argv) == 2
         assert "sparse.npy: expected at least" in capsys.readouterr().err
+
+
+NAMES = ["bowl", "chair", "lamp"]
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    """A small student with a 3-class head whose config names its classes: model.onnx + manifest, model.pt."""
+    return export_small(tmp_path_factory.mktemp("classifier"), "foundry-edge16",
+                        overrides={"num_classes": 3, "extra": {"class_names": NAMES}})
+
+
+MAP = np.array([5e5, 5e6, 100.0])  # where float32 steps are 0.5 m
+
+
+@pytest.mark.parametrize("which", ["model.onnx", "model.pt"])
+def test_a_1m_object_at_map_coordinates_gives_the_centred_result(classifier, which):
+    """ONNX Runtime and PyTorch: a float64 cloud at (5e5, 5e6, 100) is centred in float64 before the cast."""
+    from foundry_edge.runtimes.compare import lowest_cosine
+
+    local = clouds(3, 128, seed=11) * 0.5  # objects about 1 m across, around the origin
+    with open_runtime(classifier.with_name(which)) as rt:
+        assert rt.class_names == NAMES  # from the manifest / the checkpoint's config
+        near, far = rt.infer(local), rt.infer(local.astype(np.float64) + MAP)
+        with pytest.raises(FoundryError, match="centre_cloud"):  # cast first, the shape is already lost
+            rt.infer((local.astype(np.float64) + MAP).astype(np.float32))
+    assert np.array_equal(far["logits"].argmax(-1), near["logits"].argmax(-1))
+    assert lowest_cosine(far["tokens"], near["tokens"]) >= 0.9999
+
+
+def write_organised_pcd(path, rng):
+    """A Kinect-style organised PCD: WIDTH 8 x HEIGHT 4 (ascii), image rows 1 and 3 without depth (NaN)."""
+    pts = rng.normal(size=(32, 3)) * 0.3
+    pts[8:16] = pts[24:32] = np.nan
+    head = ("VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 8\nHEIGHT 4\n"
+            "VIEWPOINT 0 0 0 1 0 0 0\nPOINTS 32\nDATA ascii\n")
+    path.write_text(head + "".join(f"{x} {y} {z}\n" for x, y, z in pts))
+
+
+def test_cli_run_says_what_it_did_to_each_cloud_and_names_the_classes(classifier, tmp_path, capsys, rng):
+    from foundry_edge.cli import main
+
+    kinect, far, out = tmp_path / "kinect.pcd", tmp_path / "far.npy", tmp_path / "out.npz"
+    write_organised_pcd(kinect, rng)
+    far_points = clouds(1, 300, seed=4)[0].astype(np.float64) * 0.5 + MAP
+    np.save(far, far_points)
+    assert main(["run", str(classifier), str(kinect), str(far)]) == 2  # NaN rows are refused by default
+    assert "kinect.pcd: expected finite coordinates, found 16 points with NaN/Inf" in capsys.readouterr().err
+
+    assert main(["run", str(classifier), str(kinect), str(far), "--drop-invalid", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert (f"{kinect}: 32 points read, 16 with NaN/Inf dropped, padded to 128 by repeating 112 randomly drawn "
+            "points (every point kept once, seed 0)") in printed
+    origin = (far_points.min(0) + far_points.max(0)) / 2
+    assert (f"{far}: 300 points read, recentred on origin ({', '.join(f'{v:.10g}' for v in origin)}) in float64, "
+            "subsampled to 128 by a random choice without repeats (seed 0)") in printed
+    labels = [line.split(": ", 1)[1] for line in printed.splitlines() if line.startswith((f"{kinect}: ", f"{far}: "))
+              and "(class " in line]
+    assert len(labels) == 2 and all(label.split(" (class ")[0] in NAMES for label in labels), labels
+    assert "origins (B, 3) float64" in printed and "centers are in the model's normalised frame" in printed
+    saved = np.load(out)
+    assert saved["origins"].dtype == np.float64 and saved["origins"].shape == (2, 3)
+    assert not saved["origins"][0].any() and np.array_equal(saved["origins"][1], origin)
+
+    assert main(["run", str(classifier.with_name("model.pt")), str(far)]) == 0  # PyTorch names them too
+    printed = capsys.readouterr().out
+    assert any(f"{far}: {name} (class" in printed for name in NAMES), printed
+    assert main(["verify", str(classifier), "--against", str(classifier.with_name("model.pt")), "--clouds",
+                 str(kinect), "--drop-invalid"]) == 0
+    printed = capsys.readouterr().out
+    assert "--drop-invalid: dropped 16 points with NaN/Inf from 1 cloud (first: " in printed
+    assert printed.strip().endswith("PASSED")
+
+
+def test_cli_run_names_the_bundled_defaults_classes_and_keeps_indices_without_names(tmp_path, capsys):
+    import json
+
+    from foundry_edge.cli import main
+    from foundry_edge.cli.run import print_summary
+    from foundry_edge.resolve import WEIGHTS_DIR
+
+    classes = json.loads((WEIGHTS_DIR / "bundled.json").read_text())["data"]["classes"]
+    cloud = tmp_path / "cloud.npy"
+    np.save(cloud, clouds(1, 600, seed=2)[0])
+    assert main(["run", "default", str(cloud)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(f"{cloud}: ") and "(class " in x)
+    assert line.split(": ", 1)[1].split(" (class ")[0] in classes
+    print_summary({"logits": np.array([[0.1, 0.9, 0.0]], np.float32)}, ["a.npy"], None, None)
+    assert "a.npy: class 1" in capsys.readouterr().out
+
+
+def test_calibrate_and_accuracy_drop_invalid_points_only_when_asked_and_say_how_many(classifier, tmp_path, capsys, rng):
+    from foundry_edge.cli import main
+
+    kinect = tmp_path / "kinect.pcd"
+    write_organised_pcd(kinect, rng)
+    note = "--drop-invalid: dropped 16 points with NaN/Inf from 1 cloud (first: "
+    calibrate = ["calibrate", str(classifier), "--data", str(kinect), "--samples", "1", "--no-cache",
+                 "-o", str(tmp_path / "model.int8.onnx")]
+    accuracy = ["accuracy", str(classifier), "--data", str(kinect), "--samples", "1", "-o", str(tmp_path / "acc")]
+    for argv in (calibrate, accuracy):
+        assert main(argv) == 2
+        assert "kinect.pcd: expected finite coordinates, found 16 points with NaN/Inf" in capsys.readouterr().err
+        assert main([*argv, "--drop-invalid"]) == 0
+        captured = capsys.readouterr()
+        lines = [line for line in captured.err.splitlines() if "dropped 16 points" in line]
+        assert len(lines) == 1 and lines[0].startswith(note), captured.err  # one line, not a warning per cloud
+        assert captured.out.strip().endswith("PASSED")

@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from foundry_edge.cli.dropped import HELP as DROP_INVALID_HELP, note_dropped
+
 
 def register(app: typer.Typer) -> None:
     app.command("calibrate")(calibrate)
@@ -34,6 +36,7 @@ def calibrate(
     eval_data: List[str] = typer.Option([], "--eval-data", help="Held-out clouds for --report (default: --data's test split)."),
     eval_samples: int = typer.Option(64, "--eval-samples", help="Held-out clouds for --report."),
     sensitivity: bool = typer.Option(False, "--sensitivity", help="With --report: quantize one layer at a time and rank the cost."),
+    drop_invalid: bool = typer.Option(False, "--drop-invalid", help=DROP_INVALID_HELP),
 ) -> None:
     """Quantize an FP32 ONNX to a symmetric Q/DQ INT8 ONNX that TensorRT 8.5-11 builds."""
     from foundry_edge.calibration.qdq import QuantizeOptions
@@ -45,7 +48,8 @@ def calibrate(
         raise FoundryError("--cache and --no-cache contradict each other: pass one")
     config = CalibrateConfig(model=model, data=list(data), output=output, samples=samples, batch=batch, seed=seed,
                              points=points, grouping=grouping, groups=groups, group_size=group_size, report=report,
-                             eval_data=list(eval_data) or None, eval_samples=eval_samples, sensitivity=sensitivity)
+                             eval_data=list(eval_data) or None, eval_samples=eval_samples, sensitivity=sensitivity,
+                             drop_invalid=drop_invalid)
     config.quantize = QuantizeOptions(
         method=method, exclude=list(exclude), default_exclusions=not no_default_exclusions, backend=backend,
         cache_path=None if no_cache else (cache or config.output_path.with_suffix(".calib.json")))
@@ -64,6 +68,7 @@ def accuracy(
     out: Path = typer.Option(Path("accuracy"), "-o", "--out", help="Folder for accuracy.json and accuracy.md."),
     points: Optional[int] = typer.Option(None, "--points", help="Points per cloud (only for a model without a manifest)."),
     grouping: Optional[str] = typer.Option(None, "--grouping", help="graph or host (only for a model without a manifest)."),
+    drop_invalid: bool = typer.Option(False, "--drop-invalid", help=DROP_INVALID_HELP),
 ) -> None:
     """FP32 vs FP16 vs INT8 on held-out clouds: token cosine, assignment and top-1 agreement, accuracy.
 
@@ -72,7 +77,9 @@ def accuracy(
     """
     from foundry_edge.calibration.workflow import evaluate
 
-    result = evaluate(model, int8, fp16, list(data), samples, out, log=_log, points=points, grouping=grouping)
+    with note_dropped(_log):
+        result = evaluate(model, int8, fp16, list(data), samples, out, log=_log, points=points, grouping=grouping,
+                          drop_invalid=drop_invalid)
     typer.echo("PASSED" if result["passed"] else "FAILED (an accuracy target was missed: see the report)")
     if not result["passed"]:
         raise typer.Exit(1)
@@ -94,8 +101,9 @@ def _with_progress(job, total: int):
                   console=console, transient=True) as bar, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         task = bar.add_task("calibrating", total=total)
-        result = job(lambda feed: bar.advance(task, len(next(iter(feed.values())))),
-                     lambda message: console.print(message, markup=False))
+        with note_dropped(lambda message: console.print(message, markup=False, soft_wrap=True)):
+            result = job(lambda feed: bar.advance(task, len(next(iter(feed.values())))),
+                         lambda message: console.print(message, markup=False))
     for warning in caught:
         if "foundry_edge" in warning.filename or "calibration" in warning.filename:
             console.print(f"warning: {warning.message}", markup=False)

@@ -8,6 +8,8 @@ from typing import List, Optional
 
 import typer
 
+from foundry_edge.cli.dropped import HELP as DROP_INVALID_HELP
+
 
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
@@ -17,35 +19,50 @@ def run(
     model: str = typer.Argument(..., help="A preset, 'default', a checkpoint (.pt), an ONNX, or a TensorRT plan (.plan/.engine)."),
     clouds: List[Path] = typer.Argument(..., help="Point-cloud files (npy, ply, pcd, txt, las...)."),
     runtime: Optional[str] = typer.Option(None, "--runtime", help="torch, ort-cpu, ort-cuda, ort-trt or trt (default: by file type)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Save every output to this .npz."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Save the outputs and each cloud's origin to this .npz."),
     batch: int = typer.Option(8, "--batch", help="Clouds per inference call."),
     set_: List[str] = typer.Option([], "--set", help="Override a preset field, e.g. --set num_points=2048 (presets only)."),
     device: str = typer.Option("cpu", "--device", help="torch device (torch runtime only)."),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="Replay a captured CUDA graph (trt runtime only)."),
+    drop_invalid: bool = typer.Option(False, "--drop-invalid", help=DROP_INVALID_HELP),
 ) -> None:
-    """Run a model on clouds: a summary per output, the top class per cloud where there is a head, and a
+    """Run a model on clouds: what was done to each cloud (read, dropped, recentred, resampled), a summary per
+    output, the top class per cloud where there is a head (by name where the model has names), and a
     student's assignment health (SuperTokens used, entropy, largest share)."""
+    import warnings
+
     import numpy as np
 
+    from foundry_edge.data import DroppedPoints
     from foundry_edge.runtimes import open_runtime
     from foundry_edge.runtimes.compare import batches, gather_clouds, merge_batches
 
     rt = open_runtime(model, runtime, **backend_options(model, runtime, set_, device, cuda_graph))
     with rt:
         typer.echo(f"runtime {rt.name} on {rt.provider}; {len(clouds)} clouds at {rt.num_points} points")
-        points, names = gather_clouds([str(c) for c in clouds], rt.num_points, len(clouds), min_points=rt.group_size or 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DroppedPoints)  # each cloud's line below says what was dropped
+            read = gather_clouds([str(c) for c in clouds], rt.num_points, len(clouds), min_points=rt.group_size or 1,
+                                 drop_invalid=drop_invalid)
+        for note in read.notes():
+            typer.echo(note)
         start = time.perf_counter()
-        outputs = merge_batches([rt.infer(chunk) for chunk in batches(points, batch)])
+        outputs = merge_batches([rt.infer(chunk) for chunk in batches(read.points, batch)])
         seconds = time.perf_counter() - start
         class_names, num_supertokens = rt.class_names, rt.num_supertokens
-    print_summary(outputs, names, class_names, num_supertokens)
-    typer.echo(f"inference: {seconds * 1e3:.1f} ms for {len(points)} clouds")
+        normalisation = rt.grouping.preprocessing.get("normalize")
+    print_summary(outputs, read.names, class_names, num_supertokens)
+    typer.echo(f"inference: {seconds * 1e3:.1f} ms for {len(read.points)} clouds")
     if output:
         from foundry_edge.fileio import atomic_path
 
         with atomic_path(output) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, clouds=np.array(names), **outputs)
-        typer.echo(f"wrote {output} ({output.stat().st_size / 1024:.1f} KiB)")
+            np.savez(fh, clouds=np.array(read.names), origins=read.origins, **outputs)
+        frame = {"centre-unit-sphere": "in the model's normalised frame (each cloud centred on its mean, radius 1)",
+                 "none": "relative to origins"}.get(normalisation, "relative to origins unless the model normalises "
+                                                                 "(unknown without a manifest)")
+        typer.echo(f"wrote {output} ({output.stat().st_size / 1024:.1f} KiB): outputs, clouds and origins (B, 3) "
+                   f"float64, each file's coordinates = the cloud the model saw + its origin; centers are {frame}")
 
 
 def backend_options(model: str, runtime: Optional[str], set_: List[str], device: str, cuda_graph: bool) -> dict:
@@ -78,7 +95,7 @@ def print_summary(outputs: dict, names: List[str], class_names, num_supertokens:
     if "logits" in outputs:
         top = outputs["logits"].argmax(-1)
         for cloud, k in zip(names, top):
-            label = class_names[k] if class_names and k < len(class_names) else f"class {k}"
+            label = f"{class_names[k]} (class {k})" if class_names and k < len(class_names) else f"class {k}"
             typer.echo(f"{cloud}: {label}")
     if "assignment" in outputs:
         from foundry_edge.assignment_health import assignment_health, describe

@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from foundry_edge.cli.dropped import HELP as DROP_INVALID_HELP, note_dropped
+
 
 def register(app: typer.Typer) -> None:
     app.command("verify")(verify)
@@ -23,6 +25,7 @@ def verify(
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or int8 tolerances (default: the model's)."),
     set_: List[str] = typer.Option([], "--set", help="Preset overrides, applied to whichever side is a preset."),
     as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON before the verdict."),
+    drop_invalid: bool = typer.Option(False, "--drop-invalid", help=DROP_INVALID_HELP),
 ) -> None:
     """Compare a model against a reference: max abs/rel error, cosine, assignment and top-1 agreement.
 
@@ -44,7 +47,9 @@ def verify(
             raise FoundryError(f"expected --precision in {sorted(TOLERANCES)}, got {wanted!r}")
         num_points = test.num_points or ref.num_points
         typer.echo(f"reference {against} on {ref.provider}; model {model} on {test.provider}; {wanted} tolerances")
-        points, _ = gather_clouds(clouds, num_points, samples, min_points=max(test.group_size or 1, ref.group_size or 1))
+        with note_dropped(typer.echo):
+            points = gather_clouds(clouds, num_points, samples, drop_invalid=drop_invalid,
+                                   min_points=max(test.group_size or 1, ref.group_size or 1)).points
         typer.echo(f"comparing on {len(points)} clouds of {num_points} points ({'files' if clouds else 'synthetic shapes'})")
         expected = merge_batches([ref.infer(chunk) for chunk in batches(points, batch)])
         got = merge_batches([test.infer(chunk) for chunk in batches(points, batch)])
