@@ -89,11 +89,33 @@ def quantize_int8(src: str | Path, dst: str | Path, feeds: Sequence[Feed], optio
     problems = qdq_problems(model)
     if problems:
         raise RuntimeError(f"the quantizer wrote Q/DQ nodes TensorRT rejects: {problems[:3]}")
+    drop_unused_opset_imports(model)
     with atomic_path(dst) as out:
         onnx.save(model, str(out))
     qdq = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
     return QuantizeResult(Path(dst), options.method, options.backend, sum(len(next(iter(f.values()))) for f in feeds),
                           data_hash, cache_state, exclusions, qdq)
+
+
+def drop_unused_opset_imports(model) -> None:
+    """Remove opset imports of domains no node uses (in place).
+
+    ORT's quantizer adds `ai.onnx.ml` 5 and others; ONNX Runtime 1.16 (pyproject's minimum) refuses a
+    file importing an ai.onnx.ml opset it does not know, though no node needs it.
+    """
+    used = {""} | {node.domain for node in _all_nodes(model.graph)}
+    keep = [entry for entry in model.opset_import if entry.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+
+
+def _all_nodes(graph):
+    """Every node of `graph` and of its subgraphs (Loop bodies)."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _all_nodes(sub)
 
 
 def prepare_graph(src: Path, dst: Path) -> Path:
