@@ -192,3 +192,18 @@ def test_shipped_default_spreads_its_assignment_in_eval_mode():
         assignment = np.concatenate([student(b["points"])["assignment"].numpy() for b in batches(test, 100)])
     health = assignment_health(assignment, student.config.num_supertokens)
     assert health["used_mean"] >= 10 and health["entropy_mean"] >= 0.75 and health["largest_share_mean"] <= 0.30, health
+
+
+@pytest.mark.parametrize("train_assignment", [False, True])
+def test_finetune_keeps_distillations_assignment_unless_asked(clouds, tmp_path, train_assignment):
+    from foundry_edge.training.finetune import finetune
+
+    torch.manual_seed(0)
+    student = create_model("foundry-edge16", **tiny_overrides("foundry-edge16"))
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    result = finetune(student, "cls", clouds, tmp_path, train=quick(steps=2), log=lambda s: None,
+                      train_assignment=train_assignment)
+    after = result.model.state_dict()
+    assert not torch.equal(before["assigner.v.weight"], after["assigner.v.weight"])
+    for key in ("assigner.q.weight", "assigner.k.weight", "assigner.supertokens", "assigner.logit_scale"):
+        assert torch.equal(before[key], after[key]) is not train_assignment, key

@@ -135,6 +135,7 @@ def finetune(
     augment: bool = AUGMENT, resume: Optional[Path] = RESUME,
     test_samples: Optional[int] = typer.Option(None, "--test-samples", help="Synthetic data only: clouds in the test split."),
     lambda_balance: float = typer.Option(0.1, "--lambda-balance", help="DSO students: weight of the load-balancing term that keeps the assignment spread (0: off)."),
+    train_assignment: bool = typer.Option(False, "--train-assignment", help="DSO students: also train the assignment (queries, keys, SuperTokens); by default distillation's is kept."),
 ) -> None:
     """Fine-tune a teacher or student with a classification or part-segmentation head, then test it."""
     from foundry_edge.models.config import parse_overrides
@@ -151,7 +152,7 @@ def finetune(
     if lambda_balance < 0:
         raise FoundryError(f"--lambda-balance must be >= 0, got {lambda_balance}")
     result = run_finetune(base, task, dataset, out, train=train, frozen=freeze_backbone, resume=resume, log=_say,
-                          lambda_balance=lambda_balance)
+                          lambda_balance=lambda_balance, train_assignment=train_assignment)
     _finish("finetune", result, out)
     if result.rank == 0:
         test = open_training_data(data, "test", num_points, test_samples, seed)
