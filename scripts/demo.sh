@@ -12,8 +12,10 @@ set -x
 foundry-edge inspect default
 foundry-edge export default --teacher default-teacher -o "$OUT"
 foundry-edge verify "$OUT/model.onnx" --against default --samples 16
+# --exclude Conv keeps the mini-PointNet's 1x1 convolutions in FP32: with them in INT8 the DSO assignment
+# agreed 96.3 % with FP32 (target 97 %; README "INT8 and FP16").
 foundry-edge calibrate "$OUT/model.onnx" --data synthetic --samples 128 -o "$OUT/model.int8.onnx" \
-  --report "$OUT/int8" --eval-samples 200
+  --exclude Conv --report "$OUT/int8" --eval-samples 200
 foundry-edge profile --student "$OUT/model.onnx" --teacher "$OUT/teacher.onnx" --runtime ort-cpu \
   --points 512 --batch 1,8 --duration 2 -o "$OUT/profile"
 # What a student buys at full size: the paper's teacher against our edge student (latency does not depend
