@@ -38,24 +38,54 @@ def gather_points(points: np.ndarray, index: np.ndarray) -> np.ndarray:
 
 
 def farthest_point_sample(points: np.ndarray, num_samples: int) -> np.ndarray:
-    """(B, N, 3) -> (B, S) int64 indices; deterministic start, ties to the lowest index."""
+    """(B, N, 3) -> (B, S) int64 indices; deterministic start, ties to the lowest index.
+
+    Works on x, y, z planes (B, N) in preallocated buffers: the same float32 arithmetic as
+    ((p - c) ** 2).sum(-1), bit for bit, without a (B, N, 3) temporary per centre (7x faster at B 8).
+    fpsample is faster still but breaks ties differently on duplicated points, so it is not used here.
+    """
     rows = np.arange(points.shape[0])
     centroid = points.mean(axis=1, keepdims=True)
     farthest = ((points - centroid) ** 2).sum(-1).argmax(axis=1)
+    planes = [np.ascontiguousarray(points[..., axis]) for axis in range(3)]
     min_dist = np.full(points.shape[:2], np.inf, dtype=points.dtype)
+    dist, term = np.empty_like(min_dist), np.empty_like(min_dist)
     chosen = np.empty((points.shape[0], num_samples), dtype=np.int64)
     for i in range(num_samples):
         chosen[:, i] = farthest
-        dist = ((points - points[rows, farthest][:, None, :]) ** 2).sum(-1)
+        for axis, plane in enumerate(planes):
+            out = dist if axis == 0 else term
+            np.subtract(plane, plane[rows, farthest][:, None], out=out)
+            np.multiply(out, out, out=out)
+            if axis:
+                np.add(dist, term, out=dist)
         np.minimum(min_dist, dist, out=min_dist)
         farthest = min_dist.argmax(axis=1)
     return chosen
 
 
+def _sort_keys(dist: np.ndarray) -> np.ndarray:
+    """(..., N) float32 distances -> uint64 keys ordered by (distance, index), all distinct.
+
+    The float32 bit pattern made monotonic (negatives, from rounding in |a|^2 - 2ab + |b|^2, inverted)
+    in the high word, the index in the low word: a partial sort of these keys is a stable sort.
+    """
+    bits = np.ascontiguousarray(dist, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    monotonic = np.where(bits >> np.uint64(31), ~bits & np.uint64(0xFFFFFFFF), bits | np.uint64(1 << 31))
+    return (monotonic << np.uint64(32)) | np.arange(dist.shape[-1], dtype=np.uint64)
+
+
 def knn_indices(query: np.ndarray, points: np.ndarray, k: int) -> np.ndarray:
-    """(B, M, 3), (B, N, 3) -> (B, M, k) int64 indices of the k nearest points, nearest first."""
-    dist = square_distance(query, points)
-    return np.argsort(dist, axis=-1, kind="stable")[..., :k].astype(np.int64)
+    """(B, M, 3), (B, N, 3) -> (B, M, k) int64 indices of the k nearest points, nearest first.
+
+    A partition of distinct (distance, index) keys, then a sort of the k kept: the first k of a stable
+    argsort, without sorting all N per centre.
+    """
+    keys = _sort_keys(square_distance(query, points))
+    if k < keys.shape[-1]:
+        keys = np.partition(keys, k - 1, axis=-1)[..., :k]
+    keys = np.sort(keys, axis=-1)[..., :k]
+    return (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
 
 
 def group(points: np.ndarray, num_groups: int, group_size: int):

@@ -108,3 +108,35 @@ def test_a_normalising_host_recentres_float64_map_coordinates_in_float64(clouds)
 def test_far_off_clouds_are_refused_where_recentring_cannot_help(clouds, points, preprocessing):
     with pytest.raises(FoundryError, match="centre_cloud"):
         preprocess.feed_from_manifest(points(clouds), preprocessing)
+
+
+@pytest.mark.parametrize("kind", ["random", "duplicated", "grid"])
+def test_host_grouping_equals_the_graphs_on_duplicated_and_tied_clouds(kind):
+    """The fast host FPS picks torch's centres, and its kNN the first k of a stable argsort (ONNX TopK's
+    rule: equal values, lower index first). torch.topk picks among equidistant points at the k-th place
+    arbitrarily, so against torch the neighbourhoods are compared as point sets where ties do not cross
+    the k boundary (duplicates), and the indices must match exactly on a random cloud."""
+    from foundry_edge.models.grouping import farthest_point_sample, knn_indices
+
+    rng = np.random.default_rng(1)
+    if kind == "random":
+        pts = rng.normal(size=(2, 512, 3))
+    elif kind == "duplicated":
+        pts = np.repeat(rng.normal(size=(2, 64, 3)), 8, axis=1)
+    else:
+        grid = np.stack(np.meshgrid(*[np.arange(8)] * 3, indexing="ij"), -1).reshape(-1, 3)
+        pts = np.broadcast_to(grid, (2, 512, 3))
+    pts = np.ascontiguousarray(pts, dtype=np.float32)
+    fps = preprocess.farthest_point_sample(pts, 32)
+    assert np.array_equal(fps, farthest_point_sample(torch.from_numpy(pts), 32).numpy())
+    centers = pts[np.arange(2)[:, None], fps]
+    host = preprocess.knn_indices(centers, pts, 16)
+    graph = knn_indices(torch.from_numpy(centers), torch.from_numpy(pts), 16).numpy()
+    stable = np.argsort(preprocess.square_distance(centers, pts), axis=-1, kind="stable")[..., :16]
+    assert np.array_equal(host, stable)
+    rows = np.arange(2)[:, None, None]
+    as_sets = lambda index: np.sort(pts[rows, index].view([("", np.float32)] * 3).squeeze(-1), axis=-1)
+    if kind != "grid":
+        assert np.array_equal(as_sets(host), as_sets(graph))
+    if kind == "random":
+        assert np.array_equal(host, graph)
