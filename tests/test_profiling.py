@@ -155,25 +155,44 @@ def test_cli_reports_failures_and_exits_non_zero(tmp_path, capsys):
     assert main(["profile", "--student", "foundry-s16", "--iterations", "2", "--duration", "1"]) == 2
     assert main(["profile", "--student", "foundry-s16", "--memory-limit", "lots"]) == 2
     assert "--memory-limit takes a size such as 4G" in capsys.readouterr().err
+    assert main(["profile", "--student", "foundry-s16", "--accuracy", "91.5"]) == 2
+    assert "--accuracy takes MODEL=PERCENT" in capsys.readouterr().err
+    assert main(["profile", "--student", "foundry-s16", "--accuracy", "foundry-t16=91.5"]) == 2
+    assert "not profiled here" in capsys.readouterr().err
+    assert main(["profile", "--student", "foundry-s16", "--telemetry-ms", "-5"]) == 2
 
 
 MEASUREMENT_KEYS = {"model", "spec", "role", "runtime", "points", "batch", "status", "error", "latency_ms", "samples_ms",
                     "iterations", "throughput_cps", "memory", "flops", "params", "achieved_gflops", "percent_of_peak",
-                    "provider", "load_s", "wall_s", "artifact"}
+                    "provider", "load_s", "wall_s", "artifact", "telemetry", "stages_ms"}
 MEMORY_KEYS = {"rss_start_bytes", "rss_loaded_bytes", "peak_rss_bytes", "device_used_bytes", "runtime", "model_bytes"}
 
 
 def test_tiny_student_against_teacher(tmp_path):
-    """The main path at tiny size on torch: every field present, a comparison per batch, and HTML with
-    its four plots inline."""
+    """The main path at tiny size on torch, on a recorded Orin Nano tree for telemetry: every field present,
+    a comparison per batch, energy per call from VDD_IN over the steady window, stage timings, and HTML
+    with its seven plots inline."""
+    from test_telemetry import build_tree
+
+    root = build_tree("orin-nano-jp6", tmp_path / "orin")
     config = ProfileConfig(students=[tiny("foundry-edge16", "student")], teacher=tiny("pointjepa-vits", "teacher"),
-                           points=[256], batches=[1, 2], out_dir=tmp_path, **FAST)
+                           points=[256], batches=[1, 2], out_dir=tmp_path, telemetry_root=root,
+                           accuracy={"foundry-edge16": 90.5, "pointjepa-vits": 92.0}, **FAST)
     report = run_profile(config)
     assert [m["status"] for m in report["measurements"]] == ["ok"] * 4, report["measurements"]
+    assert report["machine"]["telemetry"]["jetson"]["power_mode"]["name"] == "25W"
     for m in report["measurements"]:
         assert MEASUREMENT_KEYS <= set(m) and MEMORY_KEYS <= set(m["memory"]) and set(m["latency_ms"]) == LATENCY_KEYS
         assert len(m["samples_ms"]) == m["iterations"] == 3 and m["memory"]["peak_rss_bytes"] > 0
         assert m["flops"] > 0 and m["achieved_gflops"] > 0 and m["percent_of_peak"] > 0
+        t = m["telemetry"]
+        assert t["valid"] is True and t["energy_source"] == "jetson: VDD_IN"
+        assert t["energy_mj_per_call"] == pytest.approx(5.064 * 1.422 * t["window_s"] * 1e3 / 3)
+        assert t["energy_mj_per_cloud"] == pytest.approx(t["energy_mj_per_call"] / m["batch"])
+        assert t["window_s"] >= sum(m["samples_ms"]) / 1e3  # the window holds the timed calls
+        stages = m["stages_ms"]
+        assert {"grouping", "tokenizer", "encoder", "other"} <= set(stages) and min(stages.values()) >= 0
+        assert ("assignment" in stages) == (m["role"] == "student")
     assert [c["batch"] for c in report["comparisons"]] == [1, 2]
     teacher, student = (next(m for m in report["measurements"] if m["role"] == role and m["batch"] == 2)
                         for role in ("teacher", "student"))
@@ -182,10 +201,15 @@ def test_tiny_student_against_teacher(tmp_path):
     assert c["flops_ratio"] == pytest.approx(teacher["flops"] / student["flops"]) and c["peak_rss_ratio"] > 0
     paths = write_reports(report, tmp_path)
     assert json.loads(paths["json"].read_text()) == json.loads(json.dumps(report))
-    assert "| foundry-edge16 | torch | 256 | 2 |" in paths["markdown"].read_text()
+    markdown = paths["markdown"].read_text()
+    assert "| foundry-edge16 | torch | 256 | 2 |" in markdown
+    assert "power mode 25W (id 1); jetson_clocks off; GPU 918 MHz (306..918)" in markdown
+    assert "| jetson: VDD_IN | yes |" in markdown and "## Time by stage" in markdown
+    assert "| torch | foundry-edge16 |" in markdown and "none (on the front)" in markdown
     html = paths["html"].read_text()
-    assert html.count('src="data:image/png;base64,') == 4
+    assert html.count('src="data:image/png;base64,') == 7  # latency, memory, speed-up, stages, energy, accuracy, spread
     assert_self_contained(html)
+    assert "{'" not in html and "['" not in html  # machine facts as words, not Python reprs
 
 
 def test_ort_cpu_exports_once_per_point_count_and_profiles_operators(tmp_path):
@@ -203,14 +227,86 @@ def test_ort_cpu_exports_once_per_point_count_and_profiles_operators(tmp_path):
 
 
 def test_an_exported_model_is_labelled_by_its_manifest(tmp_path):
-    from foundry_edge.export.manifest import REQUIRED, SCHEMA, SCHEMA_VERSION
+    """An FP16 graph and a manifest that describes it: the label is the manifest's name and precision; a
+    manifest that does not describe the file (or does not parse) falls back to the file's stem."""
+    import hashlib
 
-    path = tiny_onnx(tmp_path / "model.onnx", 256)
-    assert Subject(path, "student").label == "model"  # no manifest: the file's stem
-    manifest = {key: {} for key in REQUIRED}
-    manifest.update(schema=SCHEMA, schema_version=SCHEMA_VERSION, model={"name": "foundry-edge16"},
-                    onnx={"precision": "int8"})
-    (tmp_path / "model.manifest.json").write_text(json.dumps(manifest))
-    assert Subject(path, "student").label == "foundry-edge16 (int8)"
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from foundry_edge.export.manifest import build_manifest, write_manifest
+
+    weight = numpy_helper.from_array(np.eye(3, 8, dtype=np.float16), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["points"], ["p16"], to=TensorProto.FLOAT16),
+         helper.make_node("MatMul", ["p16", "w"], ["h16"]),
+         helper.make_node("Cast", ["h16"], ["tokens"], to=TensorProto.FLOAT)], "tiny16",
+        [helper.make_tensor_value_info("points", TensorProto.FLOAT, ["batch", 256, 3])],
+        [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["batch", 256, 8])], [weight])
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    assert Subject(str(path), "student").label == "model"  # no manifest: the file's stem
+    manifest = build_manifest(
+        model={"name": "foundry-edge16", "kind": "student", "config": None},
+        onnx={"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "precision": "fp16", "opset": 18},
+        grouping="graph", preprocessing={"num_points": 256, "num_groups": 16, "group_size": 8, "in_graph": True,
+                                         "normalize": "none"},
+        inputs=[{"name": "points", "dtype": "float32", "shape": ["batch", 256, 3]}],
+        outputs=[{"name": "tokens", "dtype": "float32", "shape": ["batch", 256, 8]}],
+        profiles={}, versions={}, checks={"passed": True, "items": []}, export_options={})
+    write_manifest(path, manifest)
+    assert Subject(str(path), "student").label == "foundry-edge16 (fp16)"
+    write_manifest(path, {**manifest, "onnx": {**manifest["onnx"], "precision": "int8"}})  # not this graph
+    assert Subject(str(path), "student").label == "model"
     (tmp_path / "model.manifest.json").write_text("{broken")
-    assert Subject(path, "student").label == "model"
+    assert Subject(str(path), "student").label == "model"
+
+
+def fake_report(points: list[int], batches: list[int], comparisons: list[dict] | None = None) -> dict:
+    """A report dict with synthetic rows: what the plots see, without running a worker."""
+    rows = [{"model": model, "runtime": "ort-cpu", "role": role, "points": n, "batch": b, "status": "ok",
+             "latency_ms": {"median": n / 100 * b * (2 if role == "teacher" else 1)}, "samples_ms": [1.0, 1.2, 1.1],
+             "memory": {"peak_rss_bytes": 300 * 2**20}, "telemetry": None, "stages_ms": None}
+            for model, role in (("teacher", "teacher"), ("student", "student")) for n in points for b in batches]
+    return {"measurements": rows, "comparisons": comparisons or [], "operators": [], "notes": [],
+            "settings": {"points": points, "batches": batches, "accuracy": {}}}
+
+
+@pytest.mark.parametrize("points, batches, axis", [([1024], [1], "bars"), ([1024], [1, 4, 8], "batch"),
+                                                    ([256, 1024, 4096], [1, 2], "points")])
+def test_latency_plot_follows_what_was_measured(points, batches, axis):
+    """One point count and batch: a bar per model; several batches: batch on x; several point counts: a
+    panel per batch with a tick at each measured count (no log axis stretched to 10^4 for one value)."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from foundry_edge.profiling.html import metric_plot
+
+    fig = metric_plot(fake_report(points, batches), lambda r: r["latency_ms"]["median"], "ms", "Latency")
+    axes = fig.axes
+    if axis == "bars":
+        assert len(axes) == 1 and len(axes[0].patches) == 2 and axes[0].get_xlim()[0] == 0
+    elif axis == "batch":
+        assert [t.get_text() for t in axes[0].get_xticklabels()] == ["1", "4", "8"]
+        assert axes[0].get_ylim()[0] == 0  # 2.5x range: linear from zero
+    else:
+        assert len(axes) == len(batches)
+        assert all([t.get_text() for t in ax.get_xticklabels()] == ["256", "1024", "4096"] for ax in axes)
+        assert axes[0].get_xscale() == "log"
+
+
+def test_speedup_bars_start_at_zero_beside_the_flops_ratio():
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from foundry_edge.profiling.html import speedup_plot
+
+    comparisons = [{"student": "s", "runtime": "ort-cpu", "points": 1024, "batch": 1, "speedup": 1.3, "flops_ratio": 4.0},
+                   {"student": "s", "runtime": "ort-cpu", "points": 4096, "batch": 1, "speedup": 2.1, "flops_ratio": None}]
+    ax = speedup_plot(comparisons).axes[0]
+    heights = sorted(round(p.get_height(), 3) for p in ax.patches)
+    assert heights == [0.0, 1.3, 2.1, 4.0] and ax.get_ylim()[0] == 0 and ax.get_ylim()[1] > 4.0
+    labels = {t.get_text() for t in ax.texts}
+    assert {"1.30x", "4.00x", "2.10x", "n/a"} <= labels

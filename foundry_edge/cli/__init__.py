@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "verify",
     "doctor",
     "calibrate",
+    "sweep",
 ]
 
 for _name in COMMAND_MODULES:

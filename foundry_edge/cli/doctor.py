@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib
 import platform
-import shutil
-import subprocess
 import sys
 from typing import Dict, List, Optional
 
@@ -20,13 +18,17 @@ def doctor(
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero when any path is unavailable."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Report TensorRT, CUDA, GPU, power mode, ONNX Runtime providers and torch; exit 0 unless --strict."""
+    """Report TensorRT, CUDA, GPU, power mode, clocks, power and thermal telemetry, ONNX Runtime providers
+    and torch; exit 0 unless --strict."""
     import json
 
-    facts = gather_facts()
+    from foundry_edge.profiling.telemetry import describe
+
+    telemetry = describe("/")
+    facts = {**gather_facts(), **telemetry_facts(telemetry)}
     paths = path_status(facts)
     if as_json:
-        typer.echo(json.dumps({"facts": facts, "paths": paths}, indent=2))
+        typer.echo(json.dumps({"facts": facts, "paths": paths, "telemetry": telemetry}, indent=2))
     else:
         for key, value in facts.items():
             typer.echo(f"{key:>22}: {value if value not in (None, '') else '-'}")
@@ -53,8 +55,6 @@ def gather_facts() -> Dict[str, object]:
     facts: Dict[str, object] = {"python": sys.version.split()[0], "platform": platform.platform(),
                                 "machine": platform.machine()}
     facts.update(jetson_facts())
-    facts["power_mode"] = command_output(["nvpmodel", "-q"])
-    facts["jetson_clocks"] = command_output(["jetson_clocks", "--show"], first_line=True)
     facts["tensorrt"] = version_of(_trt_module_name())
     facts["tensorrt_module"] = _trt_module_name()
     facts.update(cuda_facts())
@@ -99,16 +99,20 @@ def ort_providers() -> Optional[List[str]]:
     return list(onnxruntime.get_available_providers())
 
 
-def command_output(argv: List[str], first_line: bool = False) -> Optional[str]:
-    """A tool's output where the tool exists (nvpmodel, jetson_clocks), else None."""
-    if shutil.which(argv[0]) is None:
-        return None
-    try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"failed: {exc}"
-    text = (result.stdout or result.stderr).strip()
-    return text.splitlines()[0] if first_line and text else " | ".join(text.splitlines())
+def telemetry_facts(telemetry: dict) -> Dict[str, object]:
+    """Power mode, jetson_clocks, clocks, rails and thermals in words, and each telemetry source's state."""
+    from foundry_edge.profiling.report import board_text, clocks_text
+
+    facts: Dict[str, object] = {}
+    board = telemetry["jetson"]
+    if board:
+        facts["jetson"] = board_text(board)
+        facts["clocks"] = clocks_text(board["clocks_mhz"])
+        facts["power_rails"] = ", ".join(f"{k} {v:.2f} W" for k, v in board["rails_w"].items()) or "not readable"
+        facts["temperatures"] = ", ".join(f"{k} {v:.1f} C" for k, v in board["temps_c"].items())
+        facts["oc_events_since_boot"] = ", ".join(f"{k} {v}" for k, v in board["oc_events"].items())
+    facts.update({f"telemetry {name}": state for name, state in telemetry["sources"].items()})
+    return facts
 
 
 def path_status(facts: Dict[str, object]) -> Dict[str, List[str]]:

@@ -36,6 +36,19 @@ def _bytes(text: str | None) -> int | None:
         raise FoundryError(f"--memory-limit takes a size such as 4G or 512M, got {text!r}") from None
 
 
+def _accuracy(pairs: list[str]) -> dict[str, float]:
+    """['foundry-s16=91.5', ...] -> {'foundry-s16': 91.5}."""
+    from foundry_edge.errors import FoundryError
+
+    out = {}
+    for pair in pairs:
+        name, _, value = pair.rpartition("=")
+        if not name or not value.replace(".", "", 1).isdigit():
+            raise FoundryError(f"--accuracy takes MODEL=PERCENT such as foundry-s16=91.5, got {pair!r}")
+        out[name] = float(value)
+    return out
+
+
 def profile(
     student: List[str] = typer.Option([], "--student", help="Student: preset, 'default', checkpoint, .onnx or .plan (repeatable)."),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher to compare against (same forms as --student)."),
@@ -49,6 +62,8 @@ def profile(
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds before one measurement is stopped and recorded as timed out."),
     memory_limit: Optional[str] = typer.Option(None, "--memory-limit", help="Address-space limit per measurement (RLIMIT_AS), e.g. 8G."),
     operators: bool = typer.Option(False, "--operators", help="Add ONNX Runtime's time by operator type (ort-cpu)."),
+    telemetry_ms: float = typer.Option(50.0, "--telemetry-ms", help="Sample power, clocks and thermals every MS during each measurement (0: off)."),
+    accuracy: List[str] = typer.Option([], "--accuracy", help="MODEL=PERCENT for the accuracy-vs-latency plot (repeatable)."),
     out: Path = typer.Option(Path("profile"), "-o", "--out", help="Output folder: report.json/.md/.html and the export cache."),
 ) -> None:
     """Profile students against a teacher: latency, throughput, memory, FLOPs and speed-up."""
@@ -65,7 +80,8 @@ def profile(
         runtimes=[r.strip() for r in runtime.split(",") if r.strip()], points=_ints(points, "--points"),
         batches=_ints(batch, "--batch"), warmup_s=warmup, iterations=iterations, duration_s=duration,
         **({"threads": threads} if threads is not None else {}), timeout_s=timeout,
-        memory_limit_bytes=_bytes(memory_limit), out_dir=out, operators=operators)
+        memory_limit_bytes=_bytes(memory_limit), out_dir=out, operators=operators,
+        telemetry_interval_s=telemetry_ms / 1e3, accuracy=_accuracy(accuracy))
     console = Console(stderr=True)
     libraries = {name: v for name, v in versions().items() if name in ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt")}
     console.print(f"profile: {', '.join(s.spec for s in config.subjects)} on {', '.join(config.runtimes)}, "
@@ -90,6 +106,10 @@ def profile(
     for m in failed:
         console.print(f"[red]not measured[/red] {escape(m['model'])} {m['runtime']} N={m['points']} B={m['batch']}: "
                       f"{escape(m['error'])}")
+    for m in measured:
+        if (m.get("telemetry") or {}).get("valid") is False:
+            console.print(f"[yellow]invalid[/yellow] {escape(m['model'])} {m['runtime']} N={m['points']} B={m['batch']}: "
+                          f"{escape('; '.join(m['telemetry']['invalid_reasons']))}")
     for c in report["comparisons"]:
         console.print(f"{c['student']} vs {c['teacher']} {c['runtime']} N={c['points']} B={c['batch']}: "
                       f"{c['speedup']:.2f}x faster (FLOPs ratio {c['flops_ratio'] or float('nan'):.2f}x)")

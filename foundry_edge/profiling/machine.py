@@ -1,4 +1,5 @@
-"""Facts about the machine a profile ran on, its own fp32 matmul peak, and Jetson power state.
+"""Facts about the machine a profile ran on and its own fp32 matmul peak (power mode, clocks and
+thermals: telemetry.describe).
 
 Everything here is best effort: a fact that cannot be read is left out (or None), never an error,
 because the same code runs on a laptop, a CI runner and a Jetson.
@@ -11,7 +12,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -19,8 +19,6 @@ from pathlib import Path
 # Distributions whose versions a reader needs to compare two reports.
 PACKAGES = ("foundry-edge", "numpy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt",
             "tensorrt-rtx", "cuda-python", "pycuda")
-GPU_DEVFREQ = ("/sys/devices/gpu.0/devfreq", "/sys/devices/platform/gpu.0/devfreq",
-               "/sys/devices/platform/bus@0/17000000.gpu/devfreq")
 
 
 def _read(path: str | Path) -> str | None:
@@ -83,19 +81,6 @@ def gpus() -> list[dict]:
     return found
 
 
-def jetson_state() -> dict | None:
-    """Power mode, GPU clocks and L4T release on a Jetson; None elsewhere."""
-    release = _read("/etc/nv_tegra_release")
-    power_mode = _run(["nvpmodel", "-q"])
-    if release is None and power_mode is None:
-        return None
-    clocks = {}
-    for root in GPU_DEVFREQ:
-        for node in sorted(Path(root).glob("*")) if Path(root).is_dir() else []:
-            clocks[str(node)] = {key: _read(node / key) for key in ("cur_freq", "min_freq", "max_freq", "governor")}
-    return {"l4t": release.splitlines()[0] if release else None, "nvpmodel": power_mode, "gpu_devfreq": clocks}
-
-
 def machine_facts(threads: int) -> dict:
     """Everything the report's machine section holds, except the matmul peak (measured in a worker)."""
     try:
@@ -108,7 +93,7 @@ def machine_facts(threads: int) -> dict:
         "hostname": platform.node(), "os": platform.platform(), "arch": platform.machine(),
         "cpu": cpu_model(), "logical_cores": os.cpu_count(), "physical_cores": physical,
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "threads_used": threads, "ram_bytes": ram_bytes(), "gpus": gpus(), "jetson": jetson_state(),
+        "threads_used": threads, "ram_bytes": ram_bytes(), "gpus": gpus(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,  # other work competing
         "python_executable": sys.executable, "versions": versions(),
     }
@@ -145,30 +130,3 @@ def _best_gflops(fn, size: int, seconds: float) -> float:
         fn()
         best = min(best, time.perf_counter() - t0)
     return 2 * size**3 / best / 1e9
-
-
-class Tegrastats:
-    """Samples `tegrastats` in the background while a profile runs (Jetson only; a no-op elsewhere).
-
-    Its output goes to a temporary file, not a pipe, so a long run never blocks it on a full pipe."""
-
-    def __init__(self, interval_ms: int = 1000, keep: int = 600):
-        self.interval_ms, self.keep = interval_ms, keep
-        self.process: subprocess.Popen | None = None
-        self.lines: list[str] = []
-
-    def __enter__(self) -> "Tegrastats":
-        if shutil.which("tegrastats"):
-            self._log = tempfile.TemporaryFile(mode="w+")
-            self.process = subprocess.Popen(["tegrastats", "--interval", str(self.interval_ms)],
-                                            stdout=self._log, stderr=subprocess.DEVNULL, text=True)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        self.process.wait(timeout=5)
-        self._log.seek(0)
-        self.lines = self._log.read().splitlines()[-self.keep:]
-        self._log.close()

@@ -1,12 +1,17 @@
-"""The profile report: report.json (schema "foundry-edge/profile", version 1), report.md, report.html.
+"""The profile report: report.json (schema "foundry-edge/profile", version 2), report.md, report.html.
 
 report.json holds everything; Markdown and HTML are views of it. Top-level keys:
-    schema, schema_version, created, duration_s, settings (what is timed, threads, warm-up, iterations),
-    machine (facts, matmul peak), models (per model and point count: params, FLOPs per cloud, inputs),
+    schema, schema_version, created, duration_s, settings (what is timed, threads, warm-up, iterations,
+    telemetry period, accuracy figures given), machine (facts, matmul peak, `telemetry`: power mode,
+    jetson_clocks, clocks, rails and which sources exist, at the start), models (per model and point count:
+    params, FLOPs per cloud, inputs),
     measurements (one row per model x runtime x points x batch: latency_ms, samples_ms, throughput_cps,
-    memory, flops, achieved_gflops, percent_of_peak, or status "error" with `error`),
+    memory, flops, achieved_gflops, percent_of_peak, `telemetry` (energy per call and per cloud over the
+    steady window, clocks, throttling, `valid`), `stages_ms` (torch: median ms by stage), or status
+    "error" with `error`),
     comparisons (student vs teacher: speedup, flops_ratio, speedup_over_flops, memory ratios),
     operators (ONNX Runtime time by operator type, where asked), notes (lines a reader must see).
+Version 2 replaced machine.jetson and machine.tegrastats with machine.telemetry.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import time
 from pathlib import Path
 
 SCHEMA = "foundry-edge/profile"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TIMED = ("runtime.infer(points): a (B, N, 3) float32 host array in, host arrays out (host in -> host out); "
          "host-device copies and the in-graph grouping (normalisation, FPS, kNN) are inside the timed call")
 
@@ -56,7 +61,9 @@ def settings(config) -> dict:
             "timeout_s": config.timeout_s, "memory_limit_bytes": config.memory_limit_bytes,
             "runtimes": config.runtimes, "points": config.points, "batches": config.batches,
             "teacher": config.teacher.spec if config.teacher else None,
-            "students": [s.spec for s in config.students], "process": "one fresh process per measurement"}
+            "students": [s.spec for s in config.students], "process": "one fresh process per measurement",
+            "telemetry_interval_s": config.telemetry_interval_s, "telemetry_root": str(config.telemetry_root),
+            "stage_runs": config.stage_runs, "accuracy": dict(config.accuracy)}
 
 
 def add_efficiency(row: dict, peak_gflops: float | None) -> None:
@@ -135,8 +142,7 @@ def to_markdown(report: dict) -> str:
         f"torch {_f(peak.get('torch'), '.1f')}, {peak.get('size')}^3).",
         f"- Versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}.",
     ]
-    if m.get("jetson"):
-        lines.append(f"- Jetson: {m['jetson'].get('l4t')}; power mode: {m['jetson'].get('nvpmodel')}.")
+    lines += telemetry_lines(m.get("telemetry"))
     lines += ["", "## Latency and memory", "",
               "| model | runtime | points | batch | median ms | mean | p90 | p95 | p99 | std | min | clouds/s | "
               "peak RSS MiB | device MiB | model MiB | GFLOPs | GFLOP/s | % peak |",
@@ -159,6 +165,7 @@ def to_markdown(report: dict) -> str:
             lines.append(f"| {c['student']} | {c['runtime']} | {c['points']} | {c['batch']} | {c['speedup']:.2f}x | "
                          f"{_f(c['flops_ratio'])}x | {_f(c['speedup_over_flops'] and 100 * c['speedup_over_flops'], '.0f')}% | "
                          f"{_f(c['peak_rss_ratio'])} | {_f(c['model_bytes_ratio'])} |")
+    lines += energy_markdown(report) + stages_markdown(report) + accuracy_markdown(report)
     errors = [r for r in report["measurements"] if r.get("status") != "ok"]
     if errors:
         lines += ["", "## Not measured", ""]
@@ -168,6 +175,121 @@ def to_markdown(report: dict) -> str:
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def telemetry_lines(telemetry: dict | None) -> list[str]:
+    """The Jetson state a reader needs before trusting a figure, and which telemetry sources there were."""
+    if not telemetry:
+        return []
+    lines = []
+    board = telemetry.get("jetson")
+    if board:
+        lines.append(f"- Jetson: {board_text(board)}; " + clocks_text(board.get("clocks_mhz") or {}) + ".")
+    lines.append("- Telemetry: " + "; ".join(f"{name} {state}" for name, state in telemetry["sources"].items()) + ".")
+    return lines
+
+
+def board_text(board: dict) -> str:
+    """"NVIDIA Jetson Orin Nano Developer Kit, L4T 36.4.3; power mode 25W (id 1); jetson_clocks off"."""
+    mode = board.get("power_mode") or {}
+    locked = {True: "on", False: "off"}.get((board.get("jetson_clocks") or {}).get("locked"), "unknown")
+    return (f"{board.get('model', 'unknown board')}, L4T {board.get('l4t', '?')}; power mode "
+            f"{mode.get('name') or 'unknown'} (id {mode.get('id', '?')}); jetson_clocks {locked}")
+
+
+def clocks_text(clocks: dict) -> str:
+    """{"gpu": {"cur", "min", "max"}, ...} -> "GPU 918 MHz (306..918), EMC ..."."""
+    parts = []
+    for name, info in clocks.items():
+        if info.get("cur") is None:
+            parts.append(f"{name.upper()} not readable")
+            continue
+        span = f" ({info['min']:.0f}..{info['max']:.0f})" if info.get("min") is not None and info.get("max") else ""
+        parts.append(f"{name.upper()} {info['cur']:.0f} MHz{span}")
+    return ", ".join(parts)
+
+
+def measured_telemetry(report: dict) -> list[dict]:
+    return [r for r in report["measurements"] if r.get("status") == "ok" and r.get("telemetry")]
+
+
+def validity(row: dict) -> str:
+    """"yes", "NO (why)" or "unknown (why)" for a measurement's telemetry."""
+    t = row["telemetry"]
+    if t["valid"] is None:
+        return "unknown"
+    return "yes" if t["valid"] else "NO: " + "; ".join(t["invalid_reasons"])
+
+
+def energy_markdown(report: dict) -> list[str]:
+    rows = measured_telemetry(report)
+    if not rows:
+        return []
+    lines = ["", "## Energy and validity", "",
+             "Energy over the steady window (after warm-up, the timed calls only), from the named rail or counter; "
+             "a measurement is invalid when a watched clock fell by more than 10 % or anything throttled.", "",
+             "| model | runtime | points | batch | mean W | mJ per call | mJ per cloud | source | valid |",
+             "|---|---|---:|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        t = r["telemetry"]
+        lines.append(f"| {r['model']} | {r['runtime']} | {r['points']} | {r['batch']} | {_f(t['power_w'])} | "
+                     f"{_f(t['energy_mj_per_call'])} | {_f(t['energy_mj_per_cloud'])} | {t['energy_source'] or '-'} | "
+                     f"{validity(r)} |")
+    unknown = {reason for r in rows if r["telemetry"]["valid"] is None for reason in r["telemetry"]["invalid_reasons"]}
+    return lines + [""] + [f"Validity unknown: {reason}." for reason in sorted(unknown)] if unknown else lines
+
+
+def stage_names(rows: list[dict]) -> list[str]:
+    """The stages any row has, in the order a forward pass runs them, "other" last."""
+    from foundry_edge.profiling.stages import STAGES
+
+    seen = {name for r in rows for name in (r.get("stages_ms") or {})}
+    order = list(dict.fromkeys(name for name, _ in STAGES)) + sorted(seen - {name for name, _ in STAGES} - {"other"})
+    return [name for name in order if name in seen] + (["other"] if "other" in seen else [])
+
+
+def stages_markdown(report: dict) -> list[str]:
+    rows = [r for r in report["measurements"] if r.get("status") == "ok" and r.get("stages_ms")]
+    if not rows:
+        return []
+    names = stage_names(rows)
+    lines = ["", "## Time by stage (torch, median ms of the runs with stage timers)", "",
+             "| model | points | batch | " + " | ".join(names) + " |", "|---|---:|---:|" + "---:|" * len(names)]
+    lines += [f"| {r['model']} | {r['points']} | {r['batch']} | " +
+              " | ".join(_f(r["stages_ms"].get(name)) for name in names) + " |" for r in rows]
+    return lines
+
+
+def accuracy_points(report: dict) -> dict[str, list[dict]]:
+    """{runtime: [{"label", "cost" (median ms), "accuracy", "role"}]} at the first point count and the
+    smallest batch, for the models with an accuracy figure."""
+    accuracy = report["settings"].get("accuracy") or {}
+    rows = [r for r in report["measurements"] if r.get("status") == "ok" and r["model"] in accuracy]
+    if not rows:
+        return {}
+    points, batch = report["settings"]["points"][0], min(report["settings"]["batches"])
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["points"] == points and r["batch"] == batch:
+            out.setdefault(r["runtime"], []).append({"label": r["model"], "cost": r["latency_ms"]["median"],
+                                                     "accuracy": accuracy[r["model"]], "role": r["role"]})
+    return out
+
+
+def accuracy_markdown(report: dict) -> list[str]:
+    from foundry_edge.profiling.pareto import dominated_by
+
+    by_runtime = accuracy_points(report)
+    if not by_runtime:
+        return []
+    s = report["settings"]
+    lines = ["", f"## Accuracy vs latency ({s['points'][0]} points, batch {min(s['batches'])})", "",
+             "| runtime | model | median ms | accuracy % | dominated by |", "|---|---|---:|---:|---|"]
+    for runtime, points in by_runtime.items():
+        beaten = dominated_by(points)
+        lines += [f"| {runtime} | {p['label']} | {p['cost']:.2f} | {p['accuracy']:.2f} | "
+                  f"{', '.join(beaten[p['label']]) or 'none (on the front)'} |" for p in points]
+    return lines
 
 
 def operators_markdown(operators: list[dict], top: int = 8) -> list[str]:

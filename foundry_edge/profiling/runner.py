@@ -54,6 +54,10 @@ class ProfileConfig:
     operator_runs: int = 5  # profiled runs per operator profile (after one untimed warm-up run)
     matmul_size: int = 2048  # the peak's (size x size) @ (size x size) fp32 product, timed for matmul_s
     matmul_s: float = 1.0
+    telemetry_interval_s: float = 0.05  # power/clock/thermal sampling period during each measurement; 0: off
+    telemetry_root: Path = Path("/")  # where sysfs is read (tests point it at a recorded tree)
+    stage_runs: int = 5  # extra torch runs with timers at stage boundaries (0: none)
+    accuracy: dict = field(default_factory=dict)  # {model label: accuracy %}, for the accuracy-vs-latency plot
 
     def __post_init__(self):
         if self.iterations is not None and self.duration_s is not None:
@@ -69,12 +73,17 @@ class ProfileConfig:
         if not self.students and self.teacher is None:
             raise FoundryError("nothing to profile: give --student and/or --teacher")
         if (self.iterations is not None and self.iterations < 1 or self.threads < 1 or self.timeout_s <= 0
-                or self.duration_s is not None and self.duration_s <= 0 or self.warmup_s < 0):
-            raise FoundryError("--iterations, --threads, --timeout and --duration must be positive, --warmup not negative")
+                or self.duration_s is not None and self.duration_s <= 0 or self.warmup_s < 0
+                or self.telemetry_interval_s < 0):
+            raise FoundryError("--iterations, --threads, --timeout and --duration must be positive, --warmup and "
+                               "--telemetry-ms not negative")
         labels = [subject.label for subject in self.subjects]
         if len(set(labels)) != len(labels):
             raise FoundryError(f"each model may be named once, got {labels}")
-        self.out_dir = Path(self.out_dir)
+        self.out_dir, self.telemetry_root = Path(self.out_dir), Path(self.telemetry_root)
+        unknown = sorted(set(self.accuracy) - set(labels))
+        if unknown:
+            raise FoundryError(f"--accuracy names {unknown}, which are not profiled here; use the model names {labels}")
 
     @property
     def subjects(self) -> list[Subject]:
@@ -146,22 +155,23 @@ Progress = Callable[[str], None]
 def run_profile(config: ProfileConfig, progress: Progress | None = None) -> dict:
     """Measure everything `config` asks for and return the report dict (see report.py for its schema)."""
     from foundry_edge.profiling import report
-    from foundry_edge.profiling.machine import Tegrastats, machine_facts
+    from foundry_edge.profiling.machine import machine_facts
+    from foundry_edge.profiling.telemetry import describe
 
     progress = progress or (lambda label: None)
     started = time.time()
     load_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    with Tegrastats() as tegrastats:
-        progress("matmul peak")
-        peak = run_worker({"kind": "matmul-peak", "threads": config.threads, "size": config.matmul_size,
-                           "seconds": config.matmul_s},
-                          config.timeout_s, config.threads)
-        models, notes = describe_all(config, progress)
-        measurements = [measure_one(config, models, subject, runtime, points, batch, progress)
-                        for subject, runtime, points, batch in plan(config)]
-        operators = operator_profiles(config, models, progress) if config.operators else []
+    telemetry_start = describe(config.telemetry_root)  # power mode and clocks as the profile starts
+    progress("matmul peak")
+    peak = run_worker({"kind": "matmul-peak", "threads": config.threads, "size": config.matmul_size,
+                       "seconds": config.matmul_s},
+                      config.timeout_s, config.threads)
+    models, notes = describe_all(config, progress)
+    measurements = [measure_one(config, models, subject, runtime, points, batch, progress)
+                    for subject, runtime, points, batch in plan(config)]
+    operators = operator_profiles(config, models, progress) if config.operators else []
     facts = machine_facts(config.threads)
-    facts.update(tegrastats=tegrastats.lines, load_average_start=load_start)
+    facts.update(telemetry=telemetry_start, load_average_start=load_start)
     return report.build(config, facts, peak, models, measurements, operators, notes, started)
 
 
@@ -231,7 +241,9 @@ def measure_one(config: ProfileConfig, models: dict, subject: Subject, runtime: 
     spec = {"kind": "latency", "runtime": runtime, "points": points, "batch": batch, "threads": config.threads,
             "model": {"spec": subject.spec, "overrides": subject.overrides, "path": path},
             "warmup_s": config.warmup_s, "iterations": config.iterations, "duration_s": config.duration_s,
-            "memory_limit_bytes": config.memory_limit_bytes}
+            "memory_limit_bytes": config.memory_limit_bytes, "stage_runs": config.stage_runs,
+            "telemetry": {"root": str(config.telemetry_root), "interval_s": config.telemetry_interval_s}
+            if config.telemetry_interval_s else None}
     result = run_worker(spec, config.timeout_s, config.threads)
     result.setdefault("memory", {})
     result["memory"].update(model_bytes=_file_size(path) or info.get("model_bytes"),

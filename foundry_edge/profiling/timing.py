@@ -13,15 +13,19 @@ PERCENTILES = (90, 95, 99)
 
 
 def time_calls(fn: Callable[[], object], warmup_s: float, iterations: int | None = None,
-               duration_s: float | None = None, min_iterations: int = 3) -> list[float]:
+               duration_s: float | None = None, min_iterations: int = 3,
+               on_start: Callable[[], object] | None = None) -> list[float]:
     """Call `fn` for `warmup_s` seconds untimed (at least once), then `iterations` times or for
-    `duration_s` seconds (at least `min_iterations` times); return each timed call in milliseconds."""
+    `duration_s` seconds (at least `min_iterations` times); return each timed call in milliseconds.
+    `on_start` is called between the two (where telemetry marks the start of the steady window)."""
     if (iterations is None) == (duration_s is None):
         raise ValueError("give exactly one of iterations and duration_s")
     start = time.perf_counter()
     fn()
     while time.perf_counter() - start < warmup_s:
         fn()
+    if on_start is not None:
+        on_start()
     samples: list[float] = []
     start = time.perf_counter()
     while True:

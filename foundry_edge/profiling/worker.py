@@ -6,7 +6,7 @@ parent records, never a crash of the whole profile. The spec and result are plai
 
     spec:   {"kind": "latency" | "matmul-peak" | "operators" | "export", "runtime", "model": {"spec", "overrides",
              "path"}, "points", "batch", "warmup_s", "iterations" | "duration_s", "threads",
-             "memory_limit_bytes", "seed"}
+             "memory_limit_bytes", "seed", "telemetry": {"root", "interval_s"} | None, "stage_runs"}
     result: {"status": "ok" | "error", "error", "error_kind", ...figures (see run_latency)}
 
 What is timed: `runtime.infer(points)` on a (B, N, 3) float32 host array -> dict of host arrays, so
@@ -91,7 +91,8 @@ def make_clouds(batch: int, points: int, seed: int = 0):
 
 
 def run_latency(spec: dict) -> dict:
-    """Load, warm up, time; report latency statistics, throughput and memory."""
+    """Load, warm up, time (telemetry sampled meanwhile); report latency statistics, throughput, memory,
+    energy and validity, and for torch the time by stage."""
     from foundry_edge.profiling.timing import summarize, time_calls
 
     clouds = make_clouds(spec["batch"], spec["points"], spec.get("seed", 0))
@@ -99,25 +100,68 @@ def run_latency(spec: dict) -> dict:
     device_free = device_free_bytes if on_device else (lambda: None)
     rss_start, free_start = current_rss_bytes(), device_free()
     t0 = time.perf_counter()
-    with open_for(spec) as rt:
+    with open_for(spec) as rt, telemetry_for(spec) as telemetry:
         load_s = time.perf_counter() - t0
         rss_loaded, free_loaded = current_rss_bytes(), device_free()
         outputs = rt.infer(clouds)
+        window = []
         samples = time_calls(lambda: rt.infer(clouds), spec["warmup_s"], spec.get("iterations"),
-                             spec.get("duration_s"))
+                             spec.get("duration_s"), on_start=lambda: window.append(telemetry.mark()))
+        window.append(telemetry.mark())
         free_end = device_free()
         runtime_memory, provider = rt.memory(), rt.provider
+        stages = torch_stages(rt, clouds, spec.get("stage_runs", 0)) if spec["runtime"] == "torch" else None
     latency = summarize(samples)
     used = [free_start - free for free in (free_loaded, free_end) if None not in (free_start, free)]
     return {
         "latency_ms": latency, "samples_ms": samples, "iterations": len(samples),
         "throughput_cps": spec["batch"] * 1e3 / latency["mean"], "load_s": load_s, "provider": provider,
         "outputs": {name: list(value.shape) for name, value in outputs.items()},
+        "telemetry": telemetry.summary(*window, len(samples), spec["batch"], on_device),
+        "stages_ms": stages,
         "memory": {"rss_start_bytes": rss_start, "rss_loaded_bytes": rss_loaded, "peak_rss_bytes": peak_rss_bytes(),
                    "device_used_bytes": max(used) if used else None,  # cudaMemGetInfo: free before - after
                    "runtime_device_bytes": runtime_memory.get("device_bytes"),  # e.g. the engine's device memory
                    "runtime": runtime_memory},
     }
+
+
+class _NoTelemetry:
+    """Telemetry off: marks keep time, the summary is None."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def mark(self) -> float:
+        return time.perf_counter()
+
+    def summary(self, *args) -> None:
+        return None
+
+
+def telemetry_for(spec: dict):
+    """The spec's Telemetry sampler, or a stand-in that only keeps time when telemetry is off."""
+    settings = spec.get("telemetry")
+    if not settings:
+        return _NoTelemetry()
+    from foundry_edge.profiling.telemetry import Telemetry
+
+    return Telemetry(settings["root"], settings["interval_s"])
+
+
+def torch_stages(rt, clouds, runs: int) -> dict | None:
+    """Median ms per stage over `runs` extra calls of the torch runtime's model (profiling/stages.py)."""
+    if runs < 1:
+        return None
+    import torch
+
+    from foundry_edge.profiling.stages import stage_times
+
+    sync = torch.cuda.synchronize if rt.provider == "torch-cuda" else (lambda: None)
+    return stage_times(rt.model, lambda: rt.infer(clouds), runs, sync)
 
 
 def run_matmul_peak(spec: dict) -> dict:
