@@ -59,7 +59,8 @@ def _student(**kw):
 
 
 def test_centered_cosine_ignores_what_all_keys_share(points):
-    """The collapse came from a key direction every token shares; the default logits remove it."""
+    """The collapse came from a key direction every token shares (and queries sharing W_q's bias); the
+    default logits remove both."""
     for mode, invariant in (("centered-cosine", True), ("dot", False)):
         torch.manual_seed(0)
         model = _student(dso_logits=mode)
@@ -67,6 +68,7 @@ def test_centered_cosine_ignores_what_all_keys_share(points):
         with torch.no_grad():
             before = model.assigner.logits(tokens).argmax(-1)
             model.assigner.k.bias += 50.0 * torch.randn_like(model.assigner.k.bias)  # a large shared key
+            model.assigner.q.bias += 50.0 * torch.randn_like(model.assigner.q.bias)  # and a shared query
             after = model.assigner.logits(tokens).argmax(-1)
         used_after = [len(row.unique()) for row in after]
         if invariant:

@@ -43,9 +43,10 @@ ASSIGNMENT_PARAMS = ("assigner.q.", "assigner.k.", "assigner.supertokens", "assi
 def keep_assignment(model) -> None:
     """Freeze the DSO's queries, keys, SuperTokens and logit scale; its values and the rest still train.
 
-    An end-to-end fine-tune for classification merged SuperTokens (eval mode: 13.3 -> 9.7 used of 16,
-    entropy 0.88 -> 0.72 on the bundled student); with the assignment kept it stayed at 12.5 / 0.85 and
-    reached the better top-1 (README, "Why DSO collapsed").
+    With keys-only centred logits an end-to-end fine-tune for classification merged SuperTokens (eval
+    mode: 13.3 -> 9.7 used of 16, entropy 0.88 -> 0.71); keeping the assignment held 12.5 / 0.85. With
+    keys and queries centred both ways stay spread (README, "Why the DSO collapsed"): keeping is the
+    default because it cannot merge what distillation spread.
     """
     for name, param in model.named_parameters():
         if name.startswith(ASSIGNMENT_PARAMS):
