@@ -22,7 +22,7 @@ from foundry_edge.profiling.subjects import describe
 from foundry_edge.profiling.timing import summarize, time_calls
 
 FAST = dict(warmup_s=0.0, iterations=3, threads=1, matmul_size=128, matmul_s=0.05, timeout_s=120)
-LATENCY_KEYS = {"min", "mean", "median", "p90", "p95", "p99", "std", "max"}
+LATENCY_KEYS = {"min", "mean", "median", "p90", "p95", "p99", "std", "max", "cv", "p90_upper_bound"}
 
 
 def tiny(preset: str, role: str, **extra) -> Subject:
@@ -55,6 +55,37 @@ def test_summarize_orders_the_statistics():
     order = [stats[k] for k in ("min", "median", "p90", "p95", "p99", "max")]
     assert order == sorted(order) and stats["min"] == min(samples) and stats["max"] == max(samples)
     assert stats["std"] == pytest.approx(np.std(samples))
+    assert stats["cv"] == pytest.approx(np.std(samples) / np.mean(samples))
+    assert stats["p90"] <= stats["p90_upper_bound"] <= stats["max"]
+
+
+def test_p90_bound_holds_with_its_confidence_on_a_known_distribution():
+    """Over many synthetic samples of an exponential latency, the bound falls below the true p90 in at most
+    about 5 % of trials (its confidence is 95 %), and tightens as samples grow."""
+    from foundry_edge.profiling.timing import p90_upper_bound
+
+    rng = np.random.default_rng(0)
+    true_p90 = -np.log(0.1)  # the exponential's 0.9 quantile
+    misses = [p90_upper_bound(list(rng.exponential(size=100))) < true_p90 for _ in range(400)]
+    assert np.mean(misses) <= 0.08
+    assert p90_upper_bound([1.0] * 20) is None  # too few samples to bound the p90 at 95 %
+    wide = np.mean([p90_upper_bound(list(rng.exponential(size=50))) for _ in range(50)])
+    tight = np.mean([p90_upper_bound(list(rng.exponential(size=2000))) for _ in range(50)])
+    assert true_p90 < tight < wide
+
+
+def test_a_share_of_peak_above_100_is_not_reported_and_a_noisy_row_is_flagged():
+    from foundry_edge.profiling.report import add_efficiency
+
+    row = {"status": "ok", "flops": 2e9, "latency_ms": {"median": 10.0, "cv": 0.25},
+           "matmul_peak": {"before_gflops": 150.0, "after_gflops": 120.0}}
+    add_efficiency(row, peak_gflops=1000.0)  # the run's peak is ignored: the row's own were measured
+    assert row["achieved_gflops"] == pytest.approx(200.0) and row["percent_of_peak"] is None
+    assert "not measured under the row's conditions" in row["percent_of_peak_note"] and row["unstable"]
+    steady = {"status": "ok", "flops": 1e9, "latency_ms": {"median": 10.0, "cv": 0.02},
+              "matmul_peak": {"before_gflops": 150.0, "after_gflops": 200.0}}
+    add_efficiency(steady, peak_gflops=None)
+    assert steady["percent_of_peak"] == pytest.approx(50.0) and not steady["unstable"]
 
 
 def test_time_calls_counts_iterations_and_warms_up_at_least_once():

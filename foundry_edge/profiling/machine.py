@@ -99,15 +99,20 @@ def machine_facts(threads: int) -> dict:
     }
 
 
-def matmul_gflops(size: int = 2048, seconds: float = 1.0, threads: int | None = None) -> dict:
+def matmul_gflops(size: int = 2048, seconds: float = 1.0, threads: int | None = None,
+                  backends: tuple = ("numpy", "torch")) -> dict:
     """The machine's fp32 matrix-product peak: best GFLOP/s of a (size x size) @ (size x size) product,
     in numpy and, where installed, torch (their BLAS libraries differ); `gflops` is the better one.
     numpy's thread count comes from OMP_NUM_THREADS / OPENBLAS_NUM_THREADS, set by the caller."""
     import numpy as np
 
     a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
-    results = {"size": size, "numpy": _best_gflops(lambda: a @ a, size, seconds)}
+    results = {"size": size}
+    if "numpy" in backends:
+        results["numpy"] = _best_gflops(lambda: a @ a, size, seconds)
     try:
+        if "torch" not in backends:
+            raise ImportError
         import torch
     except ImportError:
         pass
@@ -117,7 +122,7 @@ def matmul_gflops(size: int = 2048, seconds: float = 1.0, threads: int | None = 
         t = torch.from_numpy(a)
         with torch.inference_mode():
             results["torch"] = _best_gflops(lambda: t @ t, size, seconds)
-    results["gflops"] = max(results.get("torch", 0.0), results["numpy"])
+    results["gflops"] = max(results.get("torch", 0.0), results.get("numpy", 0.0))
     return results
 
 

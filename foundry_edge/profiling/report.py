@@ -67,12 +67,29 @@ def settings(config) -> dict:
 
 
 def add_efficiency(row: dict, peak_gflops: float | None) -> None:
-    """achieved GFLOP/s = FLOPs of the batch / median latency, and its share of the matmul peak."""
+    """achieved GFLOP/s = FLOPs of the batch / median latency, and its share of the matmul peak.
+
+    The peak is the better of those measured in the row's own worker right before and after it, else
+    the run's. A share above 100 % means the peak was measured under other conditions than the row: it is
+    not reported (`percent_of_peak_note` says why). A row whose CV exceeds UNSTABLE_CV is `unstable`.
+    """
+    from foundry_edge.profiling.timing import UNSTABLE_CV
+
     row["achieved_gflops"] = row["percent_of_peak"] = None
-    if row.get("status") == "ok" and row.get("flops"):
+    if row.get("status") != "ok":
+        return
+    row["unstable"] = row["latency_ms"].get("cv", 0.0) > UNSTABLE_CV
+    beside = [v for v in (row.get("matmul_peak") or {}).values() if v]
+    peak = max(beside) if beside else peak_gflops
+    if row.get("flops"):
         row["achieved_gflops"] = row["flops"] / (row["latency_ms"]["median"] / 1e3) / 1e9
-        if peak_gflops:
-            row["percent_of_peak"] = 100 * row["achieved_gflops"] / peak_gflops
+        if peak:
+            percent = 100 * row["achieved_gflops"] / peak
+            if percent > 100:
+                row["percent_of_peak_note"] = (f"{percent:.0f} % of a {peak:.1f} GFLOP/s peak: the peak was not "
+                                               "measured under the row's conditions, so no share is reported")
+            else:
+                row["percent_of_peak"] = percent
 
 
 def comparisons(config, measurements: list[dict], models: dict) -> list[dict]:
@@ -144,15 +161,17 @@ def to_markdown(report: dict) -> str:
     ]
     lines += telemetry_lines(m.get("telemetry"))
     lines += ["", "## Latency and memory", "",
-              "| model | runtime | points | batch | median ms | mean | p90 | p95 | p99 | std | min | clouds/s | "
-              "peak RSS MiB | device MiB | model MiB | GFLOPs | GFLOP/s | % peak |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| model | runtime | points | batch | median ms | mean | p90 | p90 bound | p95 | p99 | std | CV | min | "
+              "clouds/s | peak RSS MiB | device MiB | model MiB | GFLOPs | GFLOP/s | % peak |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["measurements"]:
         if r.get("status") != "ok":
             continue
         lat, mem = r["latency_ms"], r["memory"]
+        cv = f"{lat['cv']:.2f}" + (" unstable" if r.get("unstable") else "") if "cv" in lat else "-"
         lines.append(f"| {r['model']} | {r['runtime']} | {r['points']} | {r['batch']} | {lat['median']:.2f} | "
-                     f"{lat['mean']:.2f} | {lat['p90']:.2f} | {lat['p95']:.2f} | {lat['p99']:.2f} | {lat['std']:.2f} | "
+                     f"{lat['mean']:.2f} | {lat['p90']:.2f} | {_f(lat.get('p90_upper_bound'), '.2f')} | "
+                     f"{lat['p95']:.2f} | {lat['p99']:.2f} | {lat['std']:.2f} | {cv} | "
                      f"{lat['min']:.2f} | {r['throughput_cps']:.1f} | {_mib(mem.get('peak_rss_bytes'))} | "
                      f"{_mib(device_bytes(mem))} | {_mib(mem.get('model_bytes'))} | "
                      f"{_f(r['flops'] and r['flops'] / 1e9, '.3f')} | {_f(r['achieved_gflops'], '.1f')} | "

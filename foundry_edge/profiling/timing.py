@@ -10,6 +10,8 @@ import time
 from typing import Callable
 
 PERCENTILES = (90, 95, 99)
+UNSTABLE_CV = 0.10  # a row whose coefficient of variation exceeds this is flagged unstable
+P90_CONFIDENCE = 0.95  # the confidence of the p90 upper bound (MLPerf loadgen's early-stopping idea)
 
 
 def time_calls(fn: Callable[[], object], warmup_s: float, iterations: int | None = None,
@@ -47,4 +49,27 @@ def summarize(samples_ms: list[float]) -> dict[str, float]:
     out = {"min": values.min(), "mean": values.mean(), "median": np.median(values)}
     out.update({f"p{q}": np.percentile(values, q) for q in PERCENTILES})
     out.update(std=values.std(), max=values.max())
-    return {key: float(value) for key, value in out.items()}
+    out = {key: float(value) for key, value in out.items()}
+    out["cv"] = out["std"] / out["mean"] if out["mean"] > 0 else 0.0
+    out["p90_upper_bound"] = p90_upper_bound(samples_ms)
+    return out
+
+
+def p90_upper_bound(samples_ms: list[float], confidence: float = P90_CONFIDENCE) -> float | None:
+    """An upper bound on the true p90 latency that holds with `confidence`, from the order statistics.
+
+    The k-th smallest of n samples exceeds the true p90 when at least k samples fall at or below it;
+    the count below the p90 is Binomial(n, 0.9), so the smallest k with P(count < k) >= confidence gives
+    the bound (distribution-free, as MLPerf loadgen's early stopping). None when n is too small for it.
+    """
+    import math
+
+    values = sorted(samples_ms)
+    n = len(values)
+    cumulative = 0.0
+    for k in range(n + 1):  # cumulative = P(count <= k - 1) after adding term k - 1
+        if cumulative >= confidence:
+            return float(values[k - 1])
+        cumulative += math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+                               + k * math.log(0.9) + (n - k) * math.log(0.1))
+    return None

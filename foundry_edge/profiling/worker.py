@@ -105,9 +105,11 @@ def run_latency(spec: dict) -> dict:
         rss_loaded, free_loaded = current_rss_bytes(), device_free()
         outputs = rt.infer(clouds)
         window = []
+        peak_before = beside_peak(spec, on_device)
         samples = time_calls(lambda: rt.infer(clouds), spec["warmup_s"], spec.get("iterations"),
                              spec.get("duration_s"), on_start=lambda: window.append(telemetry.mark()))
         window.append(telemetry.mark())
+        peak_after = beside_peak(spec, on_device)
         free_end = device_free()
         runtime_memory, provider = rt.memory(), rt.provider
         stages = torch_stages(rt, clouds, spec.get("stage_runs", 0)) if spec["runtime"] == "torch" else None
@@ -118,6 +120,7 @@ def run_latency(spec: dict) -> dict:
         "throughput_cps": spec["batch"] * 1e3 / latency["mean"], "load_s": load_s, "provider": provider,
         "outputs": {name: list(value.shape) for name, value in outputs.items()},
         "telemetry": telemetry.summary(*window, len(samples), spec["batch"], on_device),
+        "matmul_peak": {"before_gflops": peak_before, "after_gflops": peak_after},
         "stages_ms": stages,
         "memory": {"rss_start_bytes": rss_start, "rss_loaded_bytes": rss_loaded, "peak_rss_bytes": peak_rss_bytes(),
                    "device_used_bytes": max(used) if used else None,  # cudaMemGetInfo: free before - after
@@ -162,6 +165,20 @@ def torch_stages(rt, clouds, runs: int) -> dict | None:
 
     sync = torch.cuda.synchronize if rt.provider == "torch-cuda" else (lambda: None)
     return stage_times(rt.model, lambda: rt.infer(clouds), runs, sync)
+
+
+def beside_peak(spec: dict, on_device: bool) -> float | None:
+    """This worker's fp32 matmul GFLOP/s, right before or after its measurement (None on a GPU runtime).
+
+    A peak measured apart, under other load, made % of peak exceed 100; one measured beside each row
+    sees the same machine state. The BLAS of the runtime's own framework: torch for torch, else numpy.
+    """
+    if on_device or not spec.get("peak_s"):
+        return None
+    from foundry_edge.profiling.machine import matmul_gflops
+
+    backends = ("torch",) if spec["runtime"] == "torch" else ("numpy",)
+    return matmul_gflops(spec.get("peak_size", 1024), spec["peak_s"], spec["threads"], backends)["gflops"]
 
 
 def run_matmul_peak(spec: dict) -> dict:
