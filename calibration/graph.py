@@ -29,6 +29,7 @@ class Exclusions:
 
     nodes: Dict[str, str] = field(default_factory=dict)
     rules: List[str] = field(default_factory=list)
+    unmatched: List[str] = field(default_factory=list)  # user patterns that matched no node name or op type
 
     def add(self, names: Iterable[str], reason: str) -> None:
         for name in names:
@@ -38,7 +39,7 @@ class Exclusions:
         counts: Dict[str, int] = {}
         for reason in self.nodes.values():
             counts[reason] = counts.get(reason, 0) + 1
-        return {"rules": list(self.rules), "counts": counts, "nodes": sorted(self.nodes)}
+        return {"rules": list(self.rules), "counts": counts, "nodes": sorted(self.nodes), "unmatched": self.unmatched}
 
 
 def ensure_node_names(model) -> None:
@@ -138,6 +139,7 @@ def find_exclusions(model, patterns: Iterable[str] = (), defaults: bool = True) 
                    "decomposed LayerNorm")
     for name, reason in match_patterns(model, patterns).items():
         result.add([name], reason)
+    result.unmatched = [p for p in patterns if not match_patterns(model, [p])]
     return result
 
 

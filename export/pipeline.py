@@ -2,9 +2,11 @@
 rewrites and IR version, validate_onnx, write. The orchestrator only calls the steps in order; what is
 valid together is one table here.
 
-Files are written only after every check passed: model.onnx + model.manifest.json (and teacher.onnx +
+Files are written only after every check passed, as one set (foundry_edge.fileio.OutputSet: staged in the
+locked output folder, renamed into place together): model.onnx + model.manifest.json (and teacher.onnx +
 teacher.manifest.json with a teacher). With keep_failed a failed export is kept as *.failed.onnx;
-otherwise nothing is written and ExportCheckError says which check failed and by how much.
+otherwise nothing is written and ExportCheckError says which check failed and by how much. An error or a
+signal at any point leaves the folder as it was.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from foundry_edge.export.manifest import build_manifest, manifest_path, write_ma
 from foundry_edge.export.onnx_config import GROUPINGS, PointModelOnnxConfig, available_outputs
 from foundry_edge.export.targets import DEFAULT_TARGET, get_target, opset_problem
 from foundry_edge.export.validate import CheckResult
-from foundry_edge.fileio import write_bytes_atomic
+from foundry_edge.fileio import OutputSet, refuse_overwrite
+from foundry_edge.interrupts import signal_point
 
 TRT_CHECK_MODES = ("auto", "on", "off")
+CHECK_COPIES = 3  # the export's checks peak at about three inferences' memory (check_memory)
 
 
 @dataclass
@@ -79,6 +83,8 @@ def _option_conflicts(o: ExportOptions) -> list:
         (o.grouping == "host" and o.dynamic_points is True,
          "--grouping host feeds fixed G x K groups, so there is no point axis to make dynamic: "
          "drop --dynamic-points or use --grouping graph"),
+        (bool(o.teacher_overrides) and o.teacher is None,
+         "--teacher-set overrides the teacher's preset, and no --teacher was given: add --teacher or drop --teacher-set"),
         (o.batch < 1, f"batch must be >= 1, got {o.batch}"),
         (o.num_points is not None and o.num_points < 1, f"--points must be >= 1, got {o.num_points}: drop it for the model's"),
         (o.max_points is not None and o.max_points < 1, f"--max-points must be >= 1, got {o.max_points}"),
@@ -148,11 +154,56 @@ def export_model(options: ExportOptions, log: Callable[[str], None] = _quiet) ->
     _check_roles(loaded)
     configs = [onnx_config_for(model.config, options if role == "model" else _for_teacher(options, model.config))
                for role, model, _ in loaded]
+    for (role, model, _), config in zip(loaded, configs):
+        if options.check:  # the parity runs are what a large point count cannot fit (ONNX Runtime ran out)
+            check_memory(model.config, config, role)
     out_dir = Path(options.output_dir or Path("out") / loaded[0][1].config.name)
-    with tempfile.TemporaryDirectory(prefix="foundry-export-") as work:
+    _refuse_overwriting_inputs(out_dir, [info.get("path") for _, _, info in loaded])
+    with OutputSet("export", [out_dir]) as outputs, tempfile.TemporaryDirectory(prefix="foundry-export-") as work:
+        signal_point("export:started")
         built = [_build(role, model, info, config, options, Path(work), log)
                  for (role, model, info), config in zip(loaded, configs)]
-    return _write(built, out_dir, options, log)
+        signal_point("export:checked")
+        result = _stage(built, out_dir, options, outputs)
+        signal_point("export:staged")
+    for artifact in result.artifacts:
+        if artifact.onnx_path:
+            log(f"{artifact.role}: wrote {artifact.onnx_path} ({artifact.onnx_path.stat().st_size / 1e6:.2f} MB) "
+                f"and {artifact.manifest_path.name}")
+    if not result.passed:
+        where = (f"kept as {', '.join(str(a.onnx_path) for a in result.artifacts)}" if options.keep_failed
+                 else "nothing was written (--keep-failed keeps the files as *.failed.onnx)")
+        failures = [f for a in result.artifacts for f in a.failures()]
+        raise ExportCheckError(f"export checks failed: {'; '.join(failures)}; {where}", result)
+    return result
+
+
+def check_memory(model_config, config: PointModelOnnxConfig, role: str) -> None:
+    """Refuse a point count whose checks cannot fit in the memory available now, before the minutes of
+    tracing (foundry_edge.scenes.check_budget at the traced points).
+
+    The checks hold PyTorch's reference outputs and ONNX Runtime's activations at once, at up to 1.25 x the
+    points: `default` at 400k points peaked at 2.1 GiB where one batch-3 inference is estimated at 0.74 GiB,
+    so the checks count as CHECK_COPIES times their largest batch.
+    """
+    from foundry_edge.scenes import available_memory_bytes, check_budget
+
+    budget = available_memory_bytes()
+    if budget is None:
+        return
+    batch = CHECK_COPIES * max(b for b, _ in config.validation_shapes())
+    at = model_config.replace(num_points=config.num_points, num_groups=model_config.num_groups)
+    check_budget(at, budget, batch, "graph" if config.grouping == "graph" else "host",
+                 fix=f"export the {role} at fewer --points (the TensorRT profile still reaches --max-points)",
+                 scale_groups=False)
+
+
+def _refuse_overwriting_inputs(out_dir: Path, sources: list) -> None:
+    """A checkpoint in the output folder under a name the export writes would be replaced by it."""
+    written = [out_dir / f"{role}{suffix}" for role in ("model", "teacher", "model.failed", "teacher.failed")
+               for suffix in (".onnx", ".manifest.json")]
+    for path in written:
+        refuse_overwrite(path, sources, option="the export's output")
 
 
 def _load(spec, overrides: dict, options: ExportOptions, log):
@@ -168,11 +219,7 @@ def _load(spec, overrides: dict, options: ExportOptions, log):
         log(f"load: {spec.config.name} (a PointModel passed in Python)")
         return spec.eval(), {"source": "python object", "name": spec.config.name}
     log(f"load: {spec}")
-    with torch.random.fork_rng():
-        torch.manual_seed(options.seed)
-        model, info = load_model(str(spec), **overrides)
-    if info["source"] == "preset":
-        info = {**info, "weights": f"random initialisation, seed {options.seed}"}
+    model, info = load_model(str(spec), seed=options.seed, **overrides)
     return model.eval(), info
 
 
@@ -343,8 +390,8 @@ def _manifest(model, info, config: PointModelOnnxConfig, options: ExportOptions,
         export_options=export_options)
 
 
-def _write(built: list, out_dir: Path, options: ExportOptions, log) -> ExportResult:
-    """Good exports go into place atomically; failed ones only as *.failed.onnx with keep_failed."""
+def _stage(built: list, out_dir: Path, options: ExportOptions, outputs: OutputSet) -> ExportResult:
+    """Good exports into the output set; failed ones only as *.failed.onnx with keep_failed."""
     passed = all(all(c.passed for c in b.checks) for b in built)
     artifacts = []
     for b in built:
@@ -352,17 +399,10 @@ def _write(built: list, out_dir: Path, options: ExportOptions, log) -> ExportRes
         keep = passed or options.keep_failed
         manifest = {**b.manifest, "onnx": {**b.manifest["onnx"], "file": path.name}}
         if keep:
-            write_bytes_atomic(path, b.data)
-            write_manifest(path, manifest)
-            log(f"{b.role}: wrote {path} ({len(b.data) / 1e6:.2f} MB) and {manifest_path(path).name}")
+            outputs.path(path).write_bytes(b.data)
+            write_manifest(outputs.path(path), manifest)
         artifacts.append(Artifact(b.role, path if keep else None, manifest, b.checks))
-    result = ExportResult(artifacts)
-    if not passed:
-        where = (f"kept as {', '.join(str(a.onnx_path) for a in artifacts)}" if options.keep_failed
-                 else "nothing was written (--keep-failed keeps the files as *.failed.onnx)")
-        failures = [f for a in artifacts for f in a.failures()]
-        raise ExportCheckError(f"export checks failed: {'; '.join(failures)}; {where}", result)
-    return result
+    return ExportResult(artifacts)
 
 
 __all__ = ["Artifact", "CheckResult", "ExportCheckError", "ExportOptions", "ExportResult", "export_model",

@@ -80,6 +80,7 @@ def load_weights(model, state_dict: dict, *, strict: bool = True, allow_missing:
             usable[key] = value
     report.missing = [k for k in own if k not in state_dict and not k.startswith(allow_missing)]
     report.loaded = sorted(usable)
+    refuse_non_finite(usable, source)
     if strict and (report.missing or report.unexpected or report.mismatched):
         parts = []
         if report.mismatched:
@@ -92,6 +93,16 @@ def load_weights(model, state_dict: dict, *, strict: bool = True, allow_missing:
                            "is it a checkpoint of another architecture or preset?")
     model.load_state_dict(usable, strict=False)
     return report
+
+
+def refuse_non_finite(tensors: dict, source: str = "checkpoint") -> None:
+    """Refuse weights holding NaN or Inf, naming the first such tensor: a model built from them prints a
+    confident class for any cloud (a diverged run's last checkpoint is the usual source)."""
+    for key, value in tensors.items():
+        if value.is_floating_point() and not bool(value.isfinite().all()):
+            bad = int((~value.isfinite()).sum())
+            raise FoundryError(f"{source} holds non-finite weights: {key!r} has {bad} NaN/Inf of {value.numel()} values; "
+                               "the model cannot compute anything meaningful: use an earlier checkpoint or retrain")
 
 
 # Foreign classes that are only containers of plain values (Lightning's `hyper_parameters`,
@@ -293,7 +304,11 @@ def model_from_native(payload: dict, source: str = "checkpoint", strict: bool = 
                            f"{FORMAT_VERSION}: upgrade foundry-edge or re-save the checkpoint")
     if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("state_dict"), dict):
         raise FoundryError(f"{source} is a foundry-edge checkpoint without a 'config' and 'state_dict'")
-    model = PointModel(ModelConfig.from_dict(payload["config"]))
+    try:
+        config = ModelConfig.from_dict(payload["config"])
+    except FoundryError as exc:
+        raise FoundryError(f"{source}: {exc}; the checkpoint's config was edited or written by another tool") from None
+    model = PointModel(config)
     report = load_weights(model, payload["state_dict"], strict=strict, source=source)
     return model.eval(), report
 

@@ -22,17 +22,31 @@ def bundled_path(name: str) -> Path:
     return path
 
 
-def load_model(spec: str, **overrides):
+# The seed of a preset's random weights in every command (export, run, verify, inspect, evaluate, profile), so a
+# preset names the same weights everywhere: `verify model.onnx --against PRESET` compares like with like.
+PRESET_SEED = 0
+
+
+def load_model(spec: str, seed: int | None = PRESET_SEED, **overrides):
     """(preset name | 'default' | 'default-teacher' | checkpoint path) -> (PointModel, info dict).
 
-    A preset gives freshly initialised weights; overrides apply to presets only (a checkpoint's
-    architecture is fixed by its weights).
+    A preset gives random weights drawn from `seed` (the global RNG is left as it was); `seed=None` draws
+    from the global RNG instead (training seeds that itself). Overrides apply to presets only (a
+    checkpoint's architecture is fixed by its weights).
     """
     from foundry_edge.models.registry import PRESETS, create_model
 
     if spec in PRESETS:
-        model = create_model(spec, **overrides)
-        return model, {"source": "preset", "name": spec, "weights": "random initialisation",
+        if seed is None:
+            model = create_model(spec, **overrides)
+        else:
+            import torch
+
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                model = create_model(spec, **overrides)
+        weights = "random initialisation" + ("" if seed is None else f", seed {seed}")
+        return model, {"source": "preset", "name": spec, "weights": weights, "seed": seed,
                        "class_names": class_names_of(model.config)}
     path = bundled_path(spec) if spec in BUNDLED else Path(spec)
     if spec not in BUNDLED and not path.exists():

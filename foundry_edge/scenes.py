@@ -70,10 +70,13 @@ def estimate_peak_bytes(config, batch: int = 1, grouping: str = "host") -> int:
     return RUNTIME_BASE_BYTES + 2 * _parameter_count(c) * f + cloud + tokenizer + encoder + heads
 
 
-def max_points_within(config, budget_bytes: int, batch: int = 1, grouping: str = "host") -> int:
-    """The largest N whose estimate fits the budget, groups scaled as config.replace(num_points=N) does."""
+def max_points_within(config, budget_bytes: int, batch: int = 1, grouping: str = "host",
+                      scale_groups: bool = True) -> int:
+    """The largest N whose estimate fits the budget, groups scaled as config.replace(num_points=N) does
+    (or kept, as an export at another point count keeps them)."""
     def fits(n: int) -> bool:
-        return estimate_peak_bytes(config.replace(num_points=n), batch, grouping) <= budget_bytes
+        fixed = {} if scale_groups else {"num_groups": config.num_groups}
+        return estimate_peak_bytes(config.replace(num_points=n, **fixed), batch, grouping) <= budget_bytes
 
     low, high = 0, 1 << 12
     while fits(high) and high < 1 << 30:
@@ -84,13 +87,28 @@ def max_points_within(config, budget_bytes: int, batch: int = 1, grouping: str =
     return low
 
 
-def check_budget(config, budget_bytes: int, batch: int = 1, grouping: str = "host") -> int:
+def check_budget(config, budget_bytes: int, batch: int = 1, grouping: str = "host",
+                 fix: str = "downsample the scene, use fewer groups, or raise the budget", scale_groups: bool = True) -> int:
     """Refuse a run whose estimated peak exceeds the budget, before anything is allocated; returns the estimate."""
     need = estimate_peak_bytes(config, batch, grouping)
     if need > budget_bytes:
-        fit = max_points_within(config, budget_bytes, batch, grouping)
+        fit = max_points_within(config, budget_bytes, batch, grouping, scale_groups)
         raise FoundryError(
             f"{config.name} on {config.num_points} points ({config.num_groups} groups of {config.group_size}) needs "
             f"about {need / GIB:.1f} GiB, over the {budget_bytes / GIB:.1f} GiB budget; the largest scene that fits "
-            f"is about {fit} points: downsample the scene, use fewer groups, or raise the budget")
+            f"is about {fit} points: {fix}")
     return need
+
+
+def available_memory_bytes() -> int | None:
+    """Memory a new allocation can get now: psutil where installed, else /proc/meminfo; None where unknown."""
+    try:
+        import psutil
+    except ImportError:
+        try:
+            with open("/proc/meminfo", encoding="ascii") as fh:
+                fields = dict(line.split(":", 1) for line in fh if ":" in line)
+            return int(fields["MemAvailable"].split()[0]) * 1024
+        except (OSError, KeyError, ValueError):
+            return None
+    return int(psutil.virtual_memory().available)

@@ -30,8 +30,8 @@ def model_kind(spec) -> str:
 def open_runtime(path_or_model, runtime: str | None = None, **opts) -> Runtime:
     """A (not yet loaded) Runtime for a model; `runtime` defaults by kind: torch, ort-cpu or trt.
 
-    `opts` go to the backend: torch (device, overrides, threads), ort (optimization, threads), trt
-    (cuda_graph, trt_module, cuda).
+    `opts` go to the backend: torch (device, overrides, threads, seed), ort (optimization, threads), trt
+    (cuda_graph, trt_module, cuda, sidecar_check).
     """
     kind = model_kind(path_or_model)
     runtime = runtime or VALID[kind][0]

@@ -7,15 +7,18 @@ Steps, each a small function: read the model's inputs and profiles -> choose how
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from foundry_edge.errors import FoundryError
-from foundry_edge.fileio import sha256_file, write_bytes_atomic, write_text_atomic
+from foundry_edge.fileio import OutputSet, refuse_overwrite, sha256_file
+from foundry_edge.interrupts import signal_point
 from foundry_edge.runtimes import trt_compat
 from foundry_edge.runtimes.model_info import ModelInfo, read_model_info, read_onnx
+from foundry_edge.runtimes.sidecar import sidecar_path, write_sidecar
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_METHODS = ("entropy", "minmax")
@@ -55,6 +58,8 @@ class BuildConfig:
             out.append(f"--calib-method must be one of {CALIB_METHODS}, got {self.calib_method!r}")
         if self.opt_level is not None and not 0 <= self.opt_level <= 5:
             out.append(f"--opt-level must be 0..5, got {self.opt_level}")
+        if self.dla_core is not None and self.dla_core < 0:
+            out.append(f"--dla-core must be a core index >= 0, got {self.dla_core}")
         if self.workspace_mib is not None and self.workspace_mib < 1:
             out.append(f"--workspace must be a positive number of MiB, got {self.workspace_mib}")
         return out
@@ -87,6 +92,15 @@ def parse_shapes(text: str) -> Dict[str, Shape]:
 
 def profile_shapes(info: ModelInfo, config: BuildConfig) -> Dict[str, Tuple[Shape, Shape, Shape]]:
     """Input name -> (min, opt, max): the options where given, else the manifest's per-axis profiles."""
+    names = [spec.name for spec in info.inputs]
+    for flag, given in (("--min-shapes", config.min_shapes), ("--opt-shapes", config.opt_shapes),
+                        ("--max-shapes", config.max_shapes)):
+        unknown = [name for name in given if name not in names]
+        if unknown:
+            raise FoundryError(f"{flag} names {', '.join(map(repr, unknown))}, which the model does not take; its "
+                               f"inputs are {', '.join(names)}: use those names")
+        if any(d < 1 for shape in given.values() for d in shape):
+            raise FoundryError(f"{flag} needs positive dims, got {given}: write NAME:DxDxD with every D >= 1")
     out = {}
     for spec in info.inputs:
         given = [config.min_shapes.get(spec.name), config.opt_shapes.get(spec.name), config.max_shapes.get(spec.name)]
@@ -148,8 +162,12 @@ def trtexec_command(onnx: Path, plan: Path, shapes, config: BuildConfig, strongl
     return " ".join(parts)
 
 
-def prepare_onnx(trt, onnx_path: Path, plan_path: Path, info: ModelInfo, precision: str, log) -> Tuple[Path, bool, dict]:
-    """(the ONNX to parse, strongly typed?, notes): how `precision` is expressed on this TensorRT."""
+def prepare_onnx(trt, onnx_path: Path, plan_path: Path, info: ModelInfo, precision: str, log,
+                 staged: Callable[[Path], Path] = lambda path: path) -> Tuple[Path, bool, dict]:
+    """(the ONNX to parse, strongly typed?, notes): how `precision` is expressed on this TensorRT.
+
+    A converted FP16 ONNX is written to `staged(its final path)`; notes are empty when the ONNX is parsed as given.
+    """
     strongly = trt_compat.strongly_typed_only(trt)
     if info.precision == "int8" and precision != "int8":
         raise FoundryError(f"{onnx_path.name} is a Q/DQ INT8 ONNX, asked for {precision}: build it with --precision int8")
@@ -169,7 +187,7 @@ def prepare_onnx(trt, onnx_path: Path, plan_path: Path, info: ModelInfo, precisi
     if fp16_path.resolve() == onnx_path.resolve():  # model.onnx -> model.engine must not overwrite its source
         fp16_path = plan_path.with_suffix(".fp16.onnx")
     log(f"converting to an FP16 ONNX for strongly typed TensorRT: {fp16_path.name}")
-    kept = convert_to_fp16(onnx_path, fp16_path)["fp32_nodes"]
+    kept = convert_to_fp16(onnx_path, staged(fp16_path))["fp32_nodes"]
     log(f"kept {len(kept)} sensitive nodes in FP32 (LayerNorm, softmax, decision inputs)")
     return fp16_path, True, {"fp16_onnx": fp16_path.name, "fp32_nodes": len(kept)}
 
@@ -249,7 +267,9 @@ def attach_calibrator(trt, cfg, info: ModelInfo, config: BuildConfig, has_qdq: b
 
 def onnx2engine(onnx_path: str | Path, plan_path: str | Path, config: BuildConfig,
                 log: Callable[[str], None] = print) -> BuildResult:
-    """Build `plan_path` (+ `<plan>.json`, `<plan>.trtexec.txt`) from `onnx_path`; nothing partial on failure."""
+    """Build `plan_path` (+ `<plan>.json`, `<plan>.trtexec.txt`, and on strongly typed TensorRT the FP16 ONNX it
+    parsed) from `onnx_path`, as one set (foundry_edge.fileio.OutputSet): on an error or a signal nothing new
+    is left and the old plan, sidecar and caches stay as they were."""
     problems = config.problems()
     if problems:
         raise FoundryError("conflicting build options: " + "; ".join(problems))
@@ -260,28 +280,59 @@ def onnx2engine(onnx_path: str | Path, plan_path: str | Path, config: BuildConfi
     info = read_model_info(onnx_path)
     read_onnx(onnx_path)  # a corrupt file fails here in one line, not deep in a converter or parser
     shapes = profile_shapes(info, config)
-    parse_path, strongly, notes = prepare_onnx(trt, onnx_path, plan_path, info, config.precision, log)
-    logger = trt.Logger(trt.Logger.VERBOSE if config.verbose else trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network, _parser = parse_network(trt, builder, parse_path, logger)
-    cfg, _alive, fp32_layers = configure(trt, builder, network, parse_path, shapes, config, strongly, log)
-    _calibrator = attach_calibrator(trt, cfg, info, config, info.precision == "int8", log)
-    start = time.perf_counter()
-    serialized = builder.build_serialized_network(network, cfg)
-    seconds = time.perf_counter() - start
-    if serialized is None:
-        raise FoundryError(f"TensorRT could not build an engine from {parse_path.name} ({config.precision}): "
-                           "rerun with --verbose to see the failing layer")
-    write_bytes_atomic(plan_path, bytes(serialized))
-    if config.timing_cache:
-        write_bytes_atomic(config.timing_cache, trt_compat.timing_cache_bytes(cfg))
-    command = trtexec_command(parse_path, plan_path, shapes, config, strongly, fp32_layers)
-    trtexec_path = write_text_atomic(plan_path.with_name(plan_path.name + ".trtexec.txt"), command + "\n")
-    data = sidecar_data(trt, onnx_path, parse_path, plan_path, info, shapes, config, strongly, seconds, notes)
-    from foundry_edge.runtimes.sidecar import write_sidecar
+    from foundry_edge.export.manifest import manifest_path
 
-    sidecar = write_sidecar(plan_path, data)
-    return BuildResult(plan_path, sidecar, trtexec_path, parse_path, seconds, plan_path.stat().st_size, data)
+    sidecar, trtexec = sidecar_path(plan_path), plan_path.with_name(plan_path.name + ".trtexec.txt")
+    inputs = [onnx_path, manifest_path(onnx_path), *config.calib]
+    for written in (plan_path, sidecar, trtexec):
+        refuse_overwrite(written, inputs, option="the plan" if written == plan_path else "the build's output")
+    caches = [c for c in (config.timing_cache, config.calib_cache) if c]
+    for cache in caches:
+        refuse_overwrite(cache, [*inputs, plan_path, sidecar, trtexec], option="a cache")
+    with OutputSet("build", [plan_path.parent, *(Path(c).parent for c in caches)]) as outputs:
+        staged = _staged_config(config, outputs)
+        parse_path, strongly, notes = prepare_onnx(trt, onnx_path, plan_path, info, config.precision, log,
+                                                   outputs.path)
+        built_from = outputs.path(parse_path) if notes else parse_path  # a converted FP16 ONNX is staged too
+        logger = trt.Logger(trt.Logger.VERBOSE if config.verbose else trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        network, _parser = parse_network(trt, builder, built_from, logger)
+        signal_point("build:parsed")
+        cfg, _alive, fp32_layers = configure(trt, builder, network, built_from, shapes, staged, strongly, log)
+        _calibrator = attach_calibrator(trt, cfg, info, staged, info.precision == "int8", log)
+        start = time.perf_counter()
+        serialized = builder.build_serialized_network(network, cfg)
+        seconds = time.perf_counter() - start
+        if serialized is None:
+            raise FoundryError(f"TensorRT could not build an engine from {parse_path.name} ({config.precision}): "
+                               "rerun with --verbose to see the failing layer")
+        signal_point("build:built")
+        outputs.path(plan_path).write_bytes(bytes(serialized))
+        if config.timing_cache:
+            outputs.path(config.timing_cache).write_bytes(trt_compat.timing_cache_bytes(cfg))
+        command = trtexec_command(parse_path, plan_path, shapes, config, strongly, fp32_layers)
+        outputs.path(trtexec).write_text(command + "\n", encoding="utf-8")
+        data = sidecar_data(trt, onnx_path, built_from, outputs.path(plan_path), info, shapes, config, strongly,
+                            seconds, notes)
+        write_sidecar(outputs.path(plan_path), data)
+        plan_bytes = outputs.path(plan_path).stat().st_size
+        signal_point("build:staged")
+    return BuildResult(plan_path, sidecar, trtexec, parse_path, seconds, plan_bytes, data)
+
+
+def _staged_config(config: BuildConfig, outputs) -> BuildConfig:
+    """The config with its caches read from and written to the staging folders (copied there first), so an
+    old cache stays as it was until the whole build is in place."""
+    import shutil
+
+    staged = {}
+    for name in ("timing_cache", "calib_cache"):
+        path = getattr(config, name)
+        if path:
+            staged[name] = outputs.path(path)
+            if Path(path).is_file():
+                shutil.copyfile(path, staged[name])
+    return dataclasses.replace(config, **staged)
 
 
 def sidecar_data(trt, onnx_path, parse_path, plan_path, info, shapes, config, strongly, seconds, notes) -> dict:

@@ -85,9 +85,7 @@ def num_supertokens_of(manifest: Optional[dict]) -> Optional[int]:
 def info_from_graph(path: Path) -> ModelInfo:
     """Fallback without a manifest: specs from the graph's value infos."""
     graph = read_onnx(path).graph
-    initializers = {init.name for init in graph.initializer}
-    inputs = [_spec(v) for v in graph.input if v.name not in initializers]
-    outputs = [_spec(v) for v in graph.output]
+    inputs, outputs = graph_specs(graph)
     names = {s.name for s in inputs}
     if {"neighbourhoods", "centers"} <= names:
         shape = next(s.shape for s in inputs if s.name == "neighbourhoods")
@@ -104,15 +102,30 @@ def info_from_graph(path: Path) -> ModelInfo:
 
 def read_onnx(path: str | Path):
     """A user's ONNX file -> onnx.ModelProto (external data not loaded); a corrupt or empty file is a FoundryError."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise FoundryError(f"expected an ONNX model at {path}, could not read it ({exc.strerror}): check the path") from None
+    return parse_onnx(data, path)
+
+
+def parse_onnx(data: bytes, path: str | Path):
+    """ONNX bytes read from `path` -> onnx.ModelProto; a corrupt or empty model is a FoundryError."""
     import onnx
 
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load_model_from_string(data)
     except Exception as exc:  # protobuf's DecodeError and friends, for a file that is not ONNX
         raise FoundryError(f"expected an ONNX model in {path}, could not parse it ({exc}): re-export it") from None
     if not model.graph.node:
         raise FoundryError(f"expected an ONNX model in {path}, found one with an empty graph: re-export it")
     return model
+
+
+def graph_specs(graph):
+    """(inputs, outputs) of a graph as TensorSpecs; initializers listed as inputs are not inputs."""
+    initializers = {init.name for init in graph.initializer}
+    return [_spec(v) for v in graph.input if v.name not in initializers], [_spec(v) for v in graph.output]
 
 
 def _spec(value) -> TensorSpec:

@@ -1,7 +1,8 @@
 """The sidecar `<plan>.json` beside a raw TensorRT plan, and the device facts it is checked against.
 
 A plan is tied to the TensorRT version and the GPU it was built on (../shared/research/deploy-stack.md),
-so the sidecar records both, and loading refuses a plan from another TensorRT or compute capability.
+so the sidecar records both and the plan's SHA-256, and loading refuses a plan without a complete sidecar,
+one whose SHA-256 differs, or one from another TensorRT or GPU (`--no-sidecar-check` skips all of it).
 Plans stay raw (no byte prefix) so trtexec `--loadEngine` and DeepStream read them.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -28,43 +28,88 @@ def write_sidecar(plan_path: str | Path, data: dict) -> Path:
     return write_json_atomic(sidecar_path(plan_path), {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **data})
 
 
-def read_sidecar(plan_path: str | Path) -> Optional[dict]:
-    """The sidecar dict, or None (with a warning) when the plan has none."""
+# What `foundry-edge build` writes and a plan is checked against (docs/contracts.md, "TensorRT plans").
+REQUIRED = {"plan": ("file", "sha256", "bytes"), "onnx": ("file", "sha256"), "precision": (), "profiles": (),
+            "device": ("tensorrt_module", "tensorrt", "gpu", "compute_capability"),
+            "model": ("inputs", "outputs", "grouping", "preprocessing")}
+UNCHECKED = ("--no-sidecar-check: the plan's SHA-256, TensorRT version and GPU are not checked against a sidecar "
+             "(a plan from another TensorRT or GPU may fail to load or compute wrong outputs)")
+
+
+def read_sidecar(plan_path: str | Path) -> dict:
+    """The sidecar of a plan, complete (REQUIRED) and made for this very plan file (its SHA-256); else one line."""
     import json
 
-    path = sidecar_path(plan_path)
+    from foundry_edge.fileio import sha256_file
+
+    path, plan = sidecar_path(plan_path), Path(plan_path)
+    fix = "rebuild the engine with `foundry-edge build`, or pass --no-sidecar-check to run it unchecked"
     if not path.is_file():
-        warnings.warn(f"{Path(plan_path).name} has no sidecar {path.name}; trying it without version checks", stacklevel=2)
-        return None
+        raise FoundryError(f"expected the sidecar {path.name} beside {plan.name} (what `foundry-edge build` writes: "
+                           f"TensorRT version, GPU, inputs and preprocessing), found none: {fix}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise FoundryError(f"expected a JSON sidecar at {path}, could not read it ({exc}): rebuild the engine") from None
+        raise FoundryError(f"expected a JSON sidecar at {path}, could not read it ({exc}): {fix}") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         schema = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise FoundryError(f"expected a {SCHEMA} sidecar at {path}, found schema {schema!r}: rebuild the engine")
-    model, device = data.get("model"), data.get("device", {})
-    if not isinstance(model, dict) or not {"inputs", "outputs"} <= set(model) or not isinstance(device, dict):
-        raise FoundryError(f"expected a sidecar with 'model' inputs and outputs and a 'device' section at {path}, "
-                           "found it incomplete or edited: rebuild the engine with `foundry-edge build`")
+        raise FoundryError(f"expected a {SCHEMA} sidecar at {path}, found schema {schema!r}: {fix}")
+    missing = sidecar_gaps(data)
+    if missing:
+        raise FoundryError(f"expected a complete sidecar at {path}, found it without {', '.join(missing)} "
+                           f"(incomplete or edited): {fix}")
+    digest = sha256_file(plan)
+    if digest != data["plan"]["sha256"]:
+        raise FoundryError(f"{plan.name} does not match {path.name} (sha256 {digest[:12]}..., the sidecar records "
+                           f"{str(data['plan']['sha256'])[:12]}...); rebuild or pass the right sidecar")
     return data
 
 
-def check_sidecar(sidecar: dict, current: dict) -> None:
-    """Refuse a plan built by another TensorRT or for another GPU; warn on another GPU model of the same kind.
+def read_sidecar_unchecked(plan_path: str | Path) -> Optional[dict]:
+    """--no-sidecar-check: the sidecar where it parses and has a usable model section, else None; nothing checked."""
+    import json
 
-    `current` is `device_facts(...)` of this machine (TensorRT module and version, GPU, compute capability).
+    try:
+        data = json.loads(sidecar_path(plan_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    gaps = sidecar_gaps({**data, "schema_version": SCHEMA_VERSION})
+    return None if any(gap.startswith("model") for gap in gaps) else data
+
+
+def sidecar_gaps(data: dict) -> list:
+    """The REQUIRED fields a sidecar lacks (and a model section whose inputs or outputs are not lists of specs)."""
+    if data.get("schema_version") != SCHEMA_VERSION:
+        return [f"schema_version {SCHEMA_VERSION} (found {data.get('schema_version')!r})"]
+    missing = []
+    for section, keys in REQUIRED.items():
+        if section not in data or (keys and not isinstance(data[section], dict)):
+            missing.append(section)
+            continue
+        missing += [f"{section}.{key}" for key in keys if key not in data[section]]
+    model = data.get("model")
+    if isinstance(model, dict) and not all(isinstance(model.get(k), list) and model[k] and
+                                           all(isinstance(s, dict) and {"name", "dtype", "shape"} <= set(s)
+                                               for s in model[k]) for k in ("inputs", "outputs")):
+        missing.append("model inputs and outputs as {name, dtype, shape} lists")
+    return missing
+
+
+def check_sidecar(sidecar: dict, current: dict) -> None:
+    """Refuse a plan built by another TensorRT or for another GPU (model or compute capability).
+
+    `current` is `device_facts(...)` of this machine (TensorRT module and version, GPU, compute capability);
+    GPU facts are compared where both sides know them (this machine's only once CUDA is open).
     """
     built = sidecar.get("device", {})
-    fix = "rebuild it on this device with `foundry-edge build MODEL.onnx`"
+    fix = "rebuild it on this device with `foundry-edge build MODEL.onnx` (or pass --no-sidecar-check)"
     for key, what in (("tensorrt_module", "TensorRT package"), ("tensorrt", "TensorRT"),
-                      ("compute_capability", "GPU compute capability")):
+                      ("compute_capability", "GPU compute capability"), ("gpu", "GPU")):
         want, have = built.get(key), current.get(key)
         if want and have and want != have:
             raise FoundryError(f"the engine was built for {what} {want}, this device has {have}: {fix}")
-    if built.get("gpu") and current.get("gpu") and built["gpu"] != current["gpu"]:
-        warnings.warn(f"the engine was built on {built['gpu']}, this is {current['gpu']}: TensorRT may pick slow "
-                      "kernels; rebuild on this device for best speed", stacklevel=2)
 
 
 def device_facts(trt, cuda=None) -> dict:

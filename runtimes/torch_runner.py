@@ -7,6 +7,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from foundry_edge.errors import FoundryError, require
+from foundry_edge.resolve import PRESET_SEED
 from foundry_edge.runtimes.base import Grouping, Runtime
 
 
@@ -15,9 +16,12 @@ class TorchRuntime(Runtime):
 
     name = "torch"
 
-    def __init__(self, model, device: str = "cpu", overrides: Optional[dict] = None, threads: Optional[int] = None):
+    def __init__(self, model, device: str = "cpu", overrides: Optional[dict] = None, threads: Optional[int] = None,
+                 seed: int = PRESET_SEED):
+        """`seed`: the seed of a preset's random weights (the same default as export's)."""
         super().__init__()
         self.spec, self.device, self.overrides, self.threads = model, device, dict(overrides or {}), threads
+        self.seed = seed
         self.model = None
         self.info: dict = {}
 
@@ -35,7 +39,7 @@ class TorchRuntime(Runtime):
         from foundry_edge.resolve import class_names_of, load_model
 
         if isinstance(self.spec, str):
-            self.model, self.info = load_model(self.spec, **self.overrides)
+            self.model, self.info = load_model(self.spec, seed=self.seed, **self.overrides)
         else:
             self.model, self.info = self.spec, {"source": "module", "class_names": class_names_of(self.spec.config)}
         self.model = self.model.to(self.device).eval()

@@ -31,13 +31,21 @@ FP32_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX", "REDUCE", "TOPK")
 def import_tensorrt(module: Optional[str] = None):
     """The TensorRT Python module: `module`, else $FOUNDRY_EDGE_TRT_MODULE, else `tensorrt`."""
     name = module or os.environ.get(ENV_MODULE) or "tensorrt"
+    if not name.startswith("tensorrt") or not name.replace("_", "").isalnum():  # never import arbitrary code
+        raise FoundryError(f"expected a TensorRT Python module (tensorrt, tensorrt_rtx), got {name!r}: "
+                           f"pass --trt-module tensorrt or tensorrt_rtx, or fix {ENV_MODULE}")
     try:
-        return importlib.import_module(name)
+        trt = importlib.import_module(name)
     except ImportError as exc:
         raise MissingDependencyError(
             f"expected the TensorRT Python module {name!r}, could not import it ({exc}): on Jetson use a venv "
             "made with `python3 -m venv --system-site-packages` so JetPack's TensorRT is visible; for graph "
             f"checks only, set {ENV_MODULE}=tensorrt_rtx") from None
+    missing = [attr for attr in ("Builder", "OnnxParser", "Logger", "Runtime") if not hasattr(trt, attr)]
+    if missing:
+        raise FoundryError(f"expected a TensorRT Python module, {name!r} is not one (it has no "
+                           f"{', '.join(missing)}): pass --trt-module tensorrt or tensorrt_rtx")
+    return trt
 
 
 def find_tensorrt():

@@ -25,13 +25,16 @@ class TrtRuntime(Runtime):
     name = "trt"
 
     def __init__(self, plan_path: str | Path, cuda_graph: bool = False, trt_module: Optional[str] = None,
-                 cuda: Optional[str] = None):
-        from foundry_edge.runtimes.sidecar import read_sidecar
+                 cuda: Optional[str] = None, sidecar_check: bool = True):
+        """`sidecar_check=False` (--no-sidecar-check) loads the plan without checking it against its sidecar; the
+        sidecar, where one parses, still gives names and preprocessing (sidecar.UNCHECKED says what is skipped)."""
+        from foundry_edge.runtimes.sidecar import read_sidecar, read_sidecar_unchecked
 
         self.path, self.cuda_graph, self.trt_module, self.cuda_choice = Path(plan_path), cuda_graph, trt_module, cuda
+        self.sidecar_check = sidecar_check
         if not self.path.is_file():
             raise FoundryError(f"expected a TensorRT plan at {self.path}, found nothing: build one with `foundry-edge build`")
-        self.sidecar = read_sidecar(self.path)
+        self.sidecar = read_sidecar(self.path) if sidecar_check else read_sidecar_unchecked(self.path)
         self.info = ModelInfo.from_dict(self.sidecar["model"]) if self.sidecar else None
         super().__init__(self.info.grouping if self.info else Grouping("graph"))
         self.class_names = self.info.class_names if self.info else None
@@ -47,7 +50,7 @@ class TrtRuntime(Runtime):
         from foundry_edge.runtimes.sidecar import check_sidecar, device_facts
 
         trt = trt_compat.import_tensorrt(self.trt_module)
-        if self.sidecar:  # the TensorRT version is checked before CUDA: it needs no GPU
+        if self.sidecar_check:  # the TensorRT version is checked before CUDA: it needs no GPU
             check_sidecar(self.sidecar, device_facts(trt))
         self.cuda = open_cuda(self.cuda_choice)
         if self.cuda_graph and not self.cuda.supports_graphs:
@@ -62,7 +65,7 @@ class TrtRuntime(Runtime):
     def _open_engine(self, trt) -> None:
         from foundry_edge.runtimes.sidecar import check_sidecar, device_facts
 
-        if self.sidecar:
+        if self.sidecar_check:
             check_sidecar(self.sidecar, device_facts(trt, self.cuda))
         self.trt = trt
         self._logger = trt.Logger(trt.Logger.WARNING)

@@ -371,6 +371,6 @@ def test_corrupt_onnx_is_refused_in_one_line(exported, tmp_path, capsys):
     shutil.copy(exported.with_name(exported.stem + ".manifest.json"), tmp_path / "model.manifest.json")
     out = tmp_path / "x.int8.onnx"
     assert main(["calibrate", str(broken), "--data", "synthetic", "--samples", "4", "--no-cache", "-o", str(out)]) == 2
-    assert "error: expected an ONNX model" in capsys.readouterr().err and not out.exists()
+    assert "error: model.onnx does not match model.manifest.json" in capsys.readouterr().err and not out.exists()
     assert main(["accuracy", str(exported), "--int8", str(broken), "--samples", "2", "-o", str(tmp_path / "acc")]) == 2
     assert "could not parse" in capsys.readouterr().err and not (tmp_path / "acc").exists()

@@ -141,8 +141,10 @@ def test_las_and_laz(tmp_path, cloud):
 
 
 def test_validate_cloud_refusals():
-    good = np.zeros((5, 3))
+    good = np.arange(15.0).reshape(5, 3)
     assert validate_cloud(good).dtype == np.float32
+    with pytest.raises(FoundryError, match="s.npy: expected a cloud with a shape, found all 5 points identical"):
+        validate_cloud(np.ones((5, 3)), source="s.npy")
     bad = good.copy()
     bad[2, 1], bad[4, 0] = np.nan, np.inf
     with pytest.raises(FoundryError, match=r"2 points with NaN/Inf \(first at row 2\)"):

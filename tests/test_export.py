@@ -226,14 +226,17 @@ def test_failed_checks_leave_only_failed_files_and_say_by_how_much(tmp_path, mon
     assert not err.value.result.passed and "kept as" in str(err.value)
 
 
-def test_a_failed_export_writes_nothing_without_keep_failed(tmp_path):
+def test_a_failed_export_writes_nothing_without_keep_failed(tmp_path, monkeypatch):
     from foundry_edge.export import CheckResult
-    from foundry_edge.export.pipeline import ExportCheckError, ExportOptions, _Built, _write
+    from foundry_edge.export import pipeline
 
-    bad = _Built("model", b"onnx", {"onnx": {"file": None}}, [CheckResult("dims", False, "tokens [2, 8] != [2, 9]")])
-    with pytest.raises(ExportCheckError, match="model: dims: tokens .*nothing was written"):
-        _write([bad], tmp_path / "out", ExportOptions(), print)
-    assert not (tmp_path / "out").exists()
+    bad = pipeline._Built("model", b"onnx", {"onnx": {"file": None}},
+                          [CheckResult("dims", False, "tokens [2, 8] != [2, 9]")])
+    monkeypatch.setattr(pipeline, "_build", lambda *args: bad)
+    options = pipeline.ExportOptions(model="foundry-edge16", overrides=small("foundry-edge16"), output_dir=tmp_path / "out")
+    with pytest.raises(pipeline.ExportCheckError, match="model: dims: tokens .*nothing was written"):
+        pipeline.export_model(options)
+    assert not (tmp_path / "out").exists()  # not even the folder the export made for the set
 
 
 @pytest.mark.parametrize("changes, message", [

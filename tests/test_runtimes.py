@@ -41,9 +41,9 @@ def export_small(folder, preset: str, grouping: str = "graph", overrides: dict |
     """A small `preset` through export_model -> folder/model.onnx + manifest, and its weights as model.pt."""
     from foundry_edge.checkpoint import save_checkpoint
     from foundry_edge.export import ExportOptions, export_model
-    from foundry_edge.models import create_model
+    from foundry_edge.resolve import load_model
 
-    model = create_model(preset, **small_overrides(preset), **(overrides or {}))
+    model, _ = load_model(preset, **small_overrides(preset), **(overrides or {}))  # seeded: not the test order's draw
     result = export_model(ExportOptions(model=model, output_dir=folder, grouping=grouping, max_batch=4,
                                         trt_check="off"))
     save_checkpoint(folder / "model.pt", model)
@@ -237,11 +237,14 @@ def test_corrupt_onnx_or_edited_manifest_is_one_clear_error(exported, tmp_path):
     broken = tmp_path / "model.onnx"
     broken.write_bytes(good.read_bytes()[:1000])  # a truncated copy, its manifest beside it
     (tmp_path / "model.manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(FoundryError, match="ONNX Runtime can load"):
-        open_runtime(broken).load()
+    with pytest.raises(FoundryError, match=r"model.onnx does not match model.manifest.json \(sha256"):
+        open_runtime(broken)
     manifest["preprocessing"]["num_points"] = "abc"
     (tmp_path / "model.manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(FoundryError, match="positive integers.*num_points"):
+    with pytest.raises(FoundryError, match=r"sizes \['num_points'\] must be positive integers"):
+        open_runtime(broken)
+    (tmp_path / "model.manifest.json").unlink()
+    with pytest.raises(FoundryError, match="could not parse it"), pytest.warns(UserWarning, match="no manifest"):
         open_runtime(broken)
     with pytest.raises(FoundryError, match="dynamic point axis and no manifest"):
         gather_clouds(["cloud.npy"], None, 1)  # an ONNX without manifest and with a dynamic point count

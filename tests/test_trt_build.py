@@ -158,7 +158,7 @@ def test_sidecar_mismatch_is_refused_with_a_rebuild_hint():
         check_sidecar(built, {"tensorrt_module": "tensorrt", "tensorrt": "8.6.2", "compute_capability": "8.7"})
     with pytest.raises(FoundryError, match="compute capability 8.7, this device has 9.0"):
         check_sidecar(built, {"tensorrt_module": "tensorrt", "tensorrt": "10.3.0", "compute_capability": "9.0"})
-    with pytest.warns(UserWarning, match="built on Orin"):
+    with pytest.raises(FoundryError, match="built for GPU Orin, this device has Orin NX.*--no-sidecar-check"):
         check_sidecar(built, {"tensorrt_module": "tensorrt", "tensorrt": "10.3.0", "compute_capability": "8.7",
                               "gpu": "Orin NX"})
 
@@ -214,9 +214,9 @@ def test_loading_a_plan_checks_version_before_the_gpu(rtx, onnx_copy):
     with pytest.raises(FoundryError, match="rebuild it on this device"):
         open_runtime(plan).load()
     sidecar_path(plan).unlink()
-    with pytest.warns(UserWarning, match="no sidecar"):
-        rt = open_runtime(plan)
-    assert rt.info is None
+    with pytest.raises(FoundryError, match="expected the sidecar model.plan.json beside model.plan"):
+        open_runtime(plan)
+    assert open_runtime(plan, sidecar_check=False).info is None  # --no-sidecar-check: the engine's own I/O
 
 
 def test_cli_doctor_exits_zero_unless_strict(capsys):
@@ -269,8 +269,8 @@ def test_corrupt_plan_is_a_clear_error(tmp_path):
 
     plan = tmp_path / "broken.plan"
     plan.write_bytes(b"not a plan" * 100)
-    with pytest.warns(UserWarning, match="no sidecar"), pytest.raises(FoundryError, match="could not deserialize"):
-        open_runtime(plan).load()
+    with pytest.raises(FoundryError, match="could not deserialize"):
+        open_runtime(plan, sidecar_check=False).load()
 
 
 def test_edited_sidecar_is_refused_before_tensorrt(tmp_path):
@@ -279,7 +279,7 @@ def test_edited_sidecar_is_refused_before_tensorrt(tmp_path):
     plan = tmp_path / "model.plan"
     plan.write_bytes(b"\0" * 64)
     sidecar_path(plan).write_text(json.dumps({"schema": "foundry-edge/engine", "device": {"tensorrt": "10.3"}}))
-    with pytest.raises(FoundryError, match="'model' inputs and outputs"):
+    with pytest.raises(FoundryError, match="complete sidecar.*without schema_version"):
         read_sidecar(plan)
     sidecar_path(plan).write_text("[1, 2]")
     with pytest.raises(FoundryError, match="found schema 'list'"):
@@ -291,6 +291,11 @@ def test_edited_sidecar_is_refused_before_tensorrt(tmp_path):
 def test_corrupt_onnx_fails_before_the_build(rtx, onnx_copy):
     onnx_copy.write_bytes(onnx_copy.read_bytes()[:2000])  # truncated, its manifest still beside it
     plan = onnx_copy.with_name("model.plan")
-    with pytest.raises(FoundryError, match="could not parse it"):
+    with pytest.raises(FoundryError, match=r"model.onnx does not match model.manifest.json \(sha256"):
         onnx2engine(onnx_copy, plan, BuildConfig(), log=lambda _: None)
+    manifest = onnx_copy.with_name("model.manifest.json").read_bytes()
+    onnx_copy.with_name("model.manifest.json").unlink()
+    with pytest.raises(FoundryError, match="could not parse it"), pytest.warns(UserWarning, match="no manifest"):
+        onnx2engine(onnx_copy, plan, BuildConfig(), log=lambda _: None)
+    onnx_copy.with_name("model.manifest.json").write_bytes(manifest)
     assert sorted(p.name for p in onnx_copy.parent.iterdir()) == ["model.manifest.json", "model.onnx"]

@@ -42,6 +42,8 @@ for _name in COMMAND_MODULES:
 
 
 INTERRUPTED = "error: interrupted (outputs are written atomically: nothing partial was left behind)"
+# typer >= 0.26 carries its own copy of click, older typer re-exports click's: find the module it uses.
+CLICK_ERRORS = importlib.import_module(typer.BadParameter.__module__)
 
 
 @app.callback()
@@ -50,21 +52,49 @@ def _root() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; a `FoundryError` becomes one line on stderr and a non-zero exit."""
+    """Run the CLI; a `FoundryError`, a usage error or a signal becomes one line on stderr and a non-zero exit.
+
+    Exit codes: 0 success, 1 a check FAILED, 2 refused input (FoundryError or usage), 130 SIGINT,
+    143 SIGTERM, 129 SIGHUP.
+    """
+    from foundry_edge.interrupts import Interrupted, handled
+
     try:
-        app(args=argv, prog_name="foundry-edge")  # standalone: typer reports usage errors itself
-    except SystemExit as exc:  # typer turns Ctrl-C into exit code 130 without a word
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if code == 130:
-            typer.echo(INTERRUPTED, err=True)
-        return code
-    except FoundryError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        with handled():
+            code = app(args=argv, prog_name="foundry-edge", standalone_mode=False)
+    except CLICK_ERRORS.UsageError as exc:
+        typer.echo(f"error: {_one_line(exc.format_message())}", err=True)
+        if exc.ctx is not None:
+            typer.echo(f"usage: {_usage(exc.ctx)} (--help for more)", err=True)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except CLICK_ERRORS.ClickException as exc:  # e.g. a file typer could not open
+        typer.echo(f"error: {_one_line(exc.format_message())}", err=True)
+        return exc.exit_code
+    except FoundryError as exc:
+        typer.echo(f"error: {_one_line(str(exc))}", err=True)
+        return exc.exit_code
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
+    except Interrupted as exc:
+        typer.echo(f"error: stopped by {exc} (outputs are written atomically: nothing partial was left behind)",
+                   err=True)
+        return exc.exit_code
+    if code == 130:  # typer turns Ctrl-C into exit code 130 without a word
         typer.echo(INTERRUPTED, err=True)
-        return 130
-    return 0
+    return code if isinstance(code, int) else 0
+
+
+def _usage(ctx) -> str:
+    """'foundry-edge run [OPTIONS] MODEL CLOUDS...': the command and its arguments, on one line."""
+    arguments = [p.name.upper() + ("..." if p.nargs == -1 else "") for p in ctx.command.params
+                 if p.param_type_name == "argument"]
+    if hasattr(ctx.command, "commands"):  # the group itself: an unknown command
+        arguments = ["COMMAND", "[ARGS]..."]
+    return " ".join([ctx.command_path, "[OPTIONS]", *arguments])
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
 
 
 def entry() -> None:

@@ -96,9 +96,10 @@ def _with_progress(job, total: int):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # log lines stay whole, so paths and figures can be copied
     with Progress(TextColumn("calibrating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar, warnings.catch_warnings(record=True) as caught:
+                  console=console, transient=True, disable=not console.is_terminal) as bar, \
+            warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         task = bar.add_task("calibrating", total=total)
         with note_dropped(lambda message: console.print(message, markup=False, soft_wrap=True)):

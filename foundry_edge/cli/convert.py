@@ -31,14 +31,14 @@ def convert(
 
     from foundry_edge import __version__
     from foundry_edge.checkpoint import checkpoint_hash, save_checkpoint
+    from foundry_edge.fileio import refuse_overwrite
     from foundry_edge.importers import import_checkpoint
     from foundry_edge.models.config import parse_overrides
 
     if not src.is_file():
         raise FoundryError(f"checkpoint {str(src)!r} does not exist or is not a file")
     out = out or src.with_name(src.stem + ".foundry-edge.pt")
-    if out.resolve() == src.resolve():
-        raise FoundryError(f"the output {str(out)!r} is the source file; pass another path with -o")
+    refuse_overwrite(out, [src])
     overrides = parse_overrides(set_)
     typer.echo(f"converting {src} ({_size(src)}) with foundry-edge {__version__}, torch {torch.__version__}")
     start = time.perf_counter()

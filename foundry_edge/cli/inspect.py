@@ -8,6 +8,9 @@ from typing import List, Optional
 
 import typer
 
+from foundry_edge.cli.options import SEED
+from foundry_edge.resolve import PRESET_SEED
+
 
 def register(app: typer.Typer) -> None:
     app.command("inspect")(inspect)
@@ -22,6 +25,7 @@ def inspect(
                                          "DATA ('synthetic' or a data-set path, split test) and report how it spreads "
                                          "tokens over SuperTokens."),
     limit: int = typer.Option(100, "--limit", help="Held-out clouds for --health."),
+    seed: int = SEED,
 ) -> None:
     """Print a model's configuration, parameter count and FLOPs per cloud (and its assignment health)."""
     from rich.console import Console
@@ -38,7 +42,7 @@ def inspect(
                            "name one model and a positive --limit")
     names = list_presets() if model == "all" else [model]
     overrides = parse_overrides(set_)
-    rows = [describe(name, points, overrides, health, limit) for name in names]
+    rows = [describe(name, points, overrides, health, limit, seed) for name in names]
     if as_json:
         typer.echo(json.dumps(rows if model == "all" else rows[0], indent=2))
         return
@@ -56,19 +60,19 @@ def inspect(
         print_health(rows[0])
 
 
-def describe(spec: str, points: int | None, overrides: dict, health: str | None, limit: int) -> dict:
+def describe(spec: str, points: int | None, overrides: dict, health: str | None, limit: int, seed: int = PRESET_SEED) -> dict:
     """Everything `inspect` reports for one model, as a JSON-ready dict (`assignment_health` with --health)."""
     from foundry_edge.models.flops import measure_cost
     from foundry_edge.resolve import load_model
 
-    model, info = load_model(spec, **overrides)
+    model, info = load_model(spec, seed=seed, **overrides)
     if points and points != model.config.num_points:
         from foundry_edge.models.config import scaled_groups
 
         if info["source"] == "checkpoint":
             model.tokenizer.num_groups = scaled_groups(model.config, points)
         else:
-            model, info = load_model(spec, **{**overrides, "num_points": points})
+            model, info = load_model(spec, seed=seed, **{**overrides, "num_points": points})
     cost = measure_cost(model, points)
     row = {"name": model.config.name, "source": info, "num_points": cost.num_points, "params": cost.params,
            "flops": cost.flops, "gflops": cost.flops / 1e9, "config": model.config.to_dict()}

@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from foundry_edge.cli.dropped import HELP as DROP_INVALID_HELP
+from foundry_edge.cli.options import NO_SIDECAR_CHECK, SEED, say_unchecked, say_weights
 
 
 def register(app: typer.Typer) -> None:
@@ -25,6 +26,8 @@ def run(
     device: str = typer.Option("cpu", "--device", help="torch device (torch runtime only)."),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="Replay a captured CUDA graph (trt runtime only)."),
     drop_invalid: bool = typer.Option(False, "--drop-invalid", help=DROP_INVALID_HELP),
+    seed: int = SEED,
+    no_sidecar_check: bool = NO_SIDECAR_CHECK,
 ) -> None:
     """Run a model on clouds: what was done to each cloud (read, dropped, recentred, resampled), a summary per
     output, the top class per cloud where there is a head (by name where the model has names), and a
@@ -37,9 +40,16 @@ def run(
     from foundry_edge.runtimes import open_runtime
     from foundry_edge.runtimes.compare import batches, gather_clouds, merge_batches
 
-    rt = open_runtime(model, runtime, **backend_options(model, runtime, set_, device, cuda_graph))
+    if output is not None:
+        from foundry_edge.fileio import refuse_overwrite
+
+        refuse_overwrite(output, [*companions(model), *clouds])
+    rt = open_runtime(model, runtime, **backend_options(model, runtime, set_, device, cuda_graph, seed,
+                                                        no_sidecar_check))
+    say_unchecked(typer.echo, no_sidecar_check)
     with rt:
         typer.echo(f"runtime {rt.name} on {rt.provider}; {len(clouds)} clouds at {rt.num_points} points")
+        say_weights(typer.echo, model, rt)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DroppedPoints)  # each cloud's line below says what was dropped
             read = gather_clouds([str(c) for c in clouds], rt.num_points, len(clouds), min_points=rt.group_size or 1,
@@ -65,20 +75,35 @@ def run(
                    f"float64, each file's coordinates = the cloud the model saw + its origin; centers are {frame}")
 
 
-def backend_options(model: str, runtime: Optional[str], set_: List[str], device: str, cuda_graph: bool) -> dict:
+def backend_options(model: str, runtime: Optional[str], set_: List[str], device: str, cuda_graph: bool,
+                    seed: int, no_sidecar_check: bool) -> dict:
     """CLI options -> open_runtime keywords; options that do not apply to the chosen runtime are refused."""
     from foundry_edge.errors import FoundryError
     from foundry_edge.models.config import parse_overrides
+    from foundry_edge.resolve import PRESET_SEED
     from foundry_edge.runtimes import VALID, model_kind
 
     chosen = runtime or VALID[model_kind(model)][0]
     wrong = [flag for flag, given, valid in (("--set", bool(set_), "torch"), ("--device", device != "cpu", "torch"),
-                                              ("--cuda-graph", cuda_graph, "trt")) if given and chosen != valid]
+                                              ("--seed", seed != PRESET_SEED, "torch"),
+                                              ("--cuda-graph", cuda_graph, "trt"),
+                                              ("--no-sidecar-check", no_sidecar_check, "trt")) if given and chosen != valid]
     if wrong:
         raise FoundryError(f"{', '.join(wrong)} do not apply to the {chosen} runtime: drop them")
     if chosen == "torch":
-        return {"device": device, "overrides": parse_overrides(set_)}
-    return {"cuda_graph": cuda_graph} if chosen == "trt" else {}
+        return {"device": device, "overrides": parse_overrides(set_), "seed": seed}
+    return {"cuda_graph": cuda_graph, "sidecar_check": not no_sidecar_check} if chosen == "trt" else {}
+
+
+def companions(model: str) -> List[Path]:
+    """A model file and the files bound to it (an ONNX's manifest, a plan's sidecar): none may be overwritten."""
+    from foundry_edge.export.manifest import manifest_path
+    from foundry_edge.runtimes import model_kind
+    from foundry_edge.runtimes.sidecar import sidecar_path
+
+    kind = model_kind(model)
+    bound = {"onnx": [manifest_path(model)], "plan": [sidecar_path(model)]}.get(kind, [])
+    return [Path(model), *bound] if Path(model).exists() else bound
 
 
 def print_summary(outputs: dict, names: List[str], class_names, num_supertokens: Optional[int]) -> None:

@@ -15,6 +15,7 @@ from typing import List, Optional
 import typer
 
 from foundry_edge.errors import FoundryError
+from foundry_edge.resolve import PRESET_SEED
 
 # Options shared by distill and finetune; each maps onto a TrainConfig field.
 DATA = typer.Option("synthetic", "--data", help="'synthetic', a ShapeNet55 folder or a folder of clouds.")
@@ -26,7 +27,8 @@ BATCH = typer.Option(32, "--batch-size", help="Clouds per step and per process."
 LR = typer.Option(5e-4, "--lr", help="Peak learning rate (AdamW).")
 WD = typer.Option(0.05, "--weight-decay", help="AdamW weight decay on weight matrices.")
 WARMUP = typer.Option(50, "--warmup", help="Linear warm-up steps before the cosine decay.")
-SEED = typer.Option(0, "--seed", help="Seed for initialisation, shuffling and Gumbel noise.")
+SEED = typer.Option(PRESET_SEED, "--seed", help=f"Seed for initialisation (a preset's weights: default {PRESET_SEED}, as in "
+                    "export, run and verify), shuffling and Gumbel noise.")
 LOG_EVERY = typer.Option(10, "--log-every", help="Steps between log.jsonl records.")
 CKPT_EVERY = typer.Option(100, "--checkpoint-every", help="Steps between checkpoints.")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda.")
@@ -52,11 +54,27 @@ def _size(path: Path) -> str:
 
 
 def _train_config(steps, batch_size, lr, weight_decay, warmup, seed, log_every, checkpoint_every, device, augment):
+    """The TrainConfig of the options, validated before any model or data is loaded."""
     from foundry_edge.training.engine import TrainConfig
 
-    return TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup,
-                       seed=seed, log_every=log_every, checkpoint_every=checkpoint_every, device=device,
-                       augment=augment, progress=os.environ.get("RANK", "0") == "0")
+    config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup,
+                         seed=seed, log_every=log_every, checkpoint_every=checkpoint_every, device=device,
+                         augment=augment, progress=os.environ.get("RANK", "0") == "0")
+    config.validate()
+    return config
+
+
+def _writing(out: Path, command: str, resume: Optional[Path] = None):
+    """Lock --out for the run on rank 0, its only writer (checkpoints go in place, so a stopped run resumes)."""
+    import contextlib
+
+    from foundry_edge.fileio import OutputSet, refuse_overwrite
+
+    refuse_overwrite(out, [], folder=True, option="--out")
+    if resume is not None and not Path(resume).is_file():
+        raise FoundryError(f"expected a checkpoint to --resume from, found nothing at {resume}: pass the "
+                           "checkpoint.pt of the run to continue")
+    return OutputSet(command, [out]) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
 
 
 def _start_line(command: str, train, data: str, dataset) -> None:
@@ -107,21 +125,22 @@ def distill(
     from foundry_edge.training.distill import DistillConfig, distill as run_distill, matched_overrides, resolve_model
 
     overrides = parse_overrides(set_)
+    train = _train_config(steps, batch_size, lr, weight_decay, warmup, seed, log_every, checkpoint_every, device, augment)
     teacher_config = resolve_model(teacher)[0].config
     student_config = get_config(student, **matched_overrides(teacher_config, overrides))
     if lambda_gate is not None and not student_config.gate:
         raise FoundryError(f"--lambda-gate weights the Foundry-Gate term, but {student!r} has no gate: drop "
                            "--lambda-gate or pick a gated student (foundry-gate16, or --set gate=true)")
-    train = _train_config(steps, batch_size, lr, weight_decay, warmup, seed, log_every, checkpoint_every, device, augment)
     dataset = open_training_data(data, "train", points or student_config.num_points, samples, seed)
     _start_line("distill", train, data, dataset)
     cfg = DistillConfig(beta=beta, init_from_teacher=init_from_teacher, lambda_balance=lambda_balance,
                         tau_start=tau_start, tau_end=tau_end, hard_fraction=hard_fraction,
                         **({} if lambda_gate is None else {"lambda_gate": lambda_gate}))
     cfg.validate()
-    result, _ = run_distill(teacher, student, dataset, out, overrides=overrides, train=train, cfg=cfg,
-                            resume=resume, log=_say)
-    _finish("distill", result, out)
+    with _writing(out, "distill", resume):
+        result, _ = run_distill(teacher, student, dataset, out, overrides=overrides, train=train, cfg=cfg,
+                                resume=resume, log=_say)
+        _finish("distill", result, out)
 
 
 def finetune(
@@ -144,16 +163,17 @@ def finetune(
     from foundry_edge.training.evaluate import evaluate_model
     from foundry_edge.training.finetune import finetune as run_finetune
 
-    base, _ = load_model(model, **parse_overrides(set_))
-    num_points = points or base.config.num_points
     train = _train_config(steps, batch_size, lr, weight_decay, warmup, seed, log_every, checkpoint_every, device, augment)
-    dataset = open_training_data(data, "train", num_points, samples, seed)
-    _start_line("finetune", train, data, dataset)
     if lambda_balance < 0:
         raise FoundryError(f"--lambda-balance must be >= 0, got {lambda_balance}")
-    result = run_finetune(base, task, dataset, out, train=train, frozen=freeze_backbone, resume=resume, log=_say,
-                          lambda_balance=lambda_balance, train_assignment=train_assignment)
-    _finish("finetune", result, out)
+    base, _ = load_model(model, seed=seed, **parse_overrides(set_))
+    num_points = points or base.config.num_points
+    dataset = open_training_data(data, "train", num_points, samples, seed)
+    _start_line("finetune", train, data, dataset)
+    with _writing(out, "finetune", resume):
+        result = run_finetune(base, task, dataset, out, train=train, frozen=freeze_backbone, resume=resume, log=_say,
+                              lambda_balance=lambda_balance, train_assignment=train_assignment)
+        _finish("finetune", result, out)
     if result.rank == 0:
         test = open_training_data(data, "test", num_points, test_samples, seed)
         start = time.perf_counter()
@@ -179,17 +199,33 @@ def evaluate(
 ) -> None:
     """Accuracy, part mIoU, few-shot probes, a student's eval-mode assignment health and teacher/student
     token agreement -> report.json + report.md."""
+    from foundry_edge.fileio import OutputSet, refuse_overwrite
     from foundry_edge.resolve import load_model
     from foundry_edge.training.data import open_training_data
-    from foundry_edge.training.evaluate import evaluate_model
-    from foundry_edge.training.report import write_report
 
     start = time.perf_counter()
-    loaded = [(spec, *load_model(spec)) for spec in models]
-    reference = load_model(teacher)[0] if teacher else None
+    refuse_overwrite(out, [], folder=True, option="--out")
+    for name in ("report.json", "report.md"):
+        refuse_overwrite(out / name, [*models, teacher], option="the report")
+    loaded = [(spec, *load_model(spec, seed=seed)) for spec in models]
+    reference = load_model(teacher, seed=seed)[0] if teacher else None
     dataset = open_training_data(data, split, points or loaded[0][1].config.num_points, samples, seed)
     typer.echo(f"evaluate: {len(loaded)} model(s) on {data!r} split {split!r} ({len(dataset)} clouds)")
     report = {"data": data, "split": split, "models": [], "token_agreement": []}
+    with OutputSet("evaluate", [out]) as outputs:
+        json_path, md_path = _evaluate_all(loaded, reference, teacher, dataset, report, outputs.folder(out), limit, way,
+                                           shot, query, episodes, seed)
+    json_path, md_path = out / json_path.name, out / md_path.name
+    typer.echo(f"evaluate: done in {time.perf_counter() - start:.1f} s; wrote {json_path} ({_size(json_path)}), "
+               f"{md_path} ({_size(md_path)})")
+
+
+def _evaluate_all(loaded, reference, teacher, dataset, report: dict, folder: Path, limit, way, shot, query, episodes,
+                  seed):
+    """Every model's row (and each student's agreement with the teacher) into `report`, written to `folder`."""
+    from foundry_edge.training.evaluate import evaluate_model
+    from foundry_edge.training.report import write_report
+
     for spec, model, _ in loaded:
         row = {"spec": spec, **evaluate_model(model, dataset, limit=limit, way=way, shot=shot, query=query,
                                               episodes=episodes, seed=seed)}
@@ -197,10 +233,8 @@ def evaluate(
         typer.echo(f"  {spec}: " + "; ".join(_summary(row)))
         if reference is not None and model.config.kind == "student":
             stem = f"{len(report['token_agreement']) + 1}-{Path(spec).stem}"
-            report["token_agreement"].append(_agreement(reference, model, spec, teacher, dataset, limit, out, stem))
-    json_path, md_path = write_report(report, out)
-    typer.echo(f"evaluate: done in {time.perf_counter() - start:.1f} s; wrote {json_path} ({_size(json_path)}), "
-               f"{md_path} ({_size(md_path)})")
+            report["token_agreement"].append(_agreement(reference, model, spec, teacher, dataset, limit, folder, stem))
+    return write_report(report, folder)
 
 
 def _agreement(reference, model, spec: str, teacher: str, dataset, limit, out: Path, stem: str) -> dict:

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from foundry_edge.cli.dropped import HELP as DROP_INVALID_HELP, note_dropped
+from foundry_edge.cli.options import NO_SIDECAR_CHECK, SEED, say_unchecked, say_weights
 
 
 def register(app: typer.Typer) -> None:
@@ -26,6 +27,8 @@ def verify(
     set_: List[str] = typer.Option([], "--set", help="Preset overrides, applied to whichever side is a preset."),
     as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON before the verdict."),
     drop_invalid: bool = typer.Option(False, "--drop-invalid", help=DROP_INVALID_HELP),
+    seed: int = SEED,
+    no_sidecar_check: bool = NO_SIDECAR_CHECK,
 ) -> None:
     """Compare a model against a reference: max abs/rel error, cosine, assignment and top-1 agreement.
 
@@ -34,14 +37,29 @@ def verify(
     """
     from foundry_edge.errors import FoundryError
     from foundry_edge.models.config import parse_overrides
+    from foundry_edge.resolve import PRESET_SEED
     from foundry_edge.runtimes import model_kind, open_runtime
     from foundry_edge.runtimes.compare import TOLERANCES, batches, compare_outputs, gather_clouds, merge_batches
 
     overrides = parse_overrides(set_)
-    if overrides and "torch" not in (model_kind(model), model_kind(against)):
+    kinds = (model_kind(model), model_kind(against))
+    if overrides and "torch" not in kinds:
         raise FoundryError("--set overrides apply to presets, and neither side is one: drop --set")
-    opts = lambda spec: {"overrides": overrides} if model_kind(spec) == "torch" else {}  # noqa: E731
+    if seed != PRESET_SEED and "torch" not in kinds:
+        raise FoundryError("--seed draws a preset's weights, and neither side is one: drop --seed")
+    if no_sidecar_check and "plan" not in kinds:
+        raise FoundryError("--no-sidecar-check applies to TensorRT plans, and neither side is one: drop it")
+    say_unchecked(typer.echo, no_sidecar_check)
+    for exported, preset in ((model, against), (against, model)):
+        refuse_other_seed(exported, preset, seed)
+
+    def opts(spec):
+        return {"torch": {"overrides": overrides, "seed": seed},
+                "plan": {"sidecar_check": not no_sidecar_check}}.get(model_kind(spec), {})
+
     with open_runtime(against, reference_runtime, **opts(against)) as ref, open_runtime(model, runtime, **opts(model)) as test:
+        for spec, rt in ((against, ref), (model, test)):
+            say_weights(typer.echo, spec, rt)
         wanted = precision or test.precision
         if wanted not in TOLERANCES:
             raise FoundryError(f"expected --precision in {sorted(TOLERANCES)}, got {wanted!r}")
@@ -62,6 +80,24 @@ def verify(
     typer.echo("PASSED" if passed else "FAILED")
     if not passed:
         raise typer.Exit(1)
+
+
+def refuse_other_seed(exported: str, preset: str, seed: int) -> None:
+    """An ONNX exported from a preset with another --seed holds other random weights than the preset drawn with
+    this one: say so instead of failing every output."""
+    from foundry_edge.errors import FoundryError
+    from foundry_edge.export.manifest import read_manifest
+    from foundry_edge.models.registry import PRESETS
+    from foundry_edge.runtimes import model_kind
+
+    if model_kind(exported) != "onnx" or preset not in PRESETS:
+        return
+    manifest = read_manifest(exported) or {}
+    source = ((manifest.get("model") or {}).get("checkpoint") or {}).get("source") or ""
+    used = (manifest.get("export_options") or {}).get("seed")
+    if source.startswith(f"preset:{preset} ") and used is not None and used != seed:
+        raise FoundryError(f"{exported} was exported from the preset {preset} with --seed {used}, and the preset is "
+                           f"drawn here with --seed {seed}: pass --seed {used} to compare the same weights")
 
 
 def print_checks(checks) -> None:

@@ -45,7 +45,8 @@ def validate_cloud(points, min_points: int = 1, source: str = "<array>", *, drop
 
     Refuses (with the file named): not 2-D with 3 columns, no points, NaN or Inf (how many, first row)
     unless `drop_invalid` drops those rows (a `DroppedPoints` warning says how many, as does
-    len(points) - len(result)), fewer than `min_points` points, an extent outside 1e-10..1e15, and
+    len(points) - len(result)), fewer than `min_points` points, a degenerate cloud (all points identical, or
+    an extent below 1e-10) or an extent above 1e15, and
     coordinates so far from the origin that float32 would round them by more than 1/1024 of the extent:
     centre those in float64 first (`centre_cloud`; `read_cloud` does it for files).
     """
@@ -151,6 +152,9 @@ def _float32_step(lo: np.ndarray, hi: np.ndarray) -> Tuple[float, float, float]:
 def _to_float32(arr: np.ndarray, lo: np.ndarray, hi: np.ndarray, origin: np.ndarray, source: str) -> np.ndarray:
     """arr - origin (in float64) as float32, refused where float32 would lose the shape (see validate_cloud)."""
     step, extent, reach = _float32_step(lo - origin, hi - origin)
+    if len(arr) > 1 and not extent:
+        raise FoundryError(f"{source}: expected a cloud with a shape, found all {len(arr)} points identical: a model "
+                           "would give it a confident answer about nothing; check the file or drop the cloud")
     if extent and not _EXTENT_RANGE[0] <= extent <= _EXTENT_RANGE[1]:
         raise FoundryError(f"{source}: expected a cloud extent between {_EXTENT_RANGE[0]:g} and {_EXTENT_RANGE[1]:g} "
                            f"(float32 models square coordinates to normalise them), found {extent:.3g}: "

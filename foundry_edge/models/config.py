@@ -28,6 +28,13 @@ GROUPINGS = ("exact", "scalable")
 CLS_HEAD_LAYOUTS = ("point-mae", "point-bert")
 
 
+# Sizes that must be >= 1 and >= 0 (0 meaning "derive it": encoder_dim, cau_hidden; "none": the heads).
+# num_supertokens and gate_budget are checked against num_groups where they apply (students, the gate).
+POSITIVE = ("num_points", "num_groups", "group_size", "embed_dim", "depth", "num_heads", "fps_candidates",
+            "knn_chunk", "pos_hidden", "output_dim", "gate_hidden")
+NON_NEGATIVE = ("encoder_dim", "cau_hidden", "num_classes", "num_part_classes", "kmeans_iters")
+
+
 @dataclass
 class ModelConfig:
     name: str = "custom"
@@ -79,8 +86,8 @@ class ModelConfig:
     extra: dict = field(default_factory=dict)  # free-form provenance (e.g. the teacher's preset)
 
     def __post_init__(self):
-        self.tokenizer_widths = tuple(int(w) for w in self.tokenizer_widths)
         self.validate()
+        self.tokenizer_widths = tuple(self.tokenizer_widths)
 
     @property
     def tokenizer_out_dim(self) -> int:
@@ -96,40 +103,45 @@ class ModelConfig:
         return self.output_dim if self.kind == "student" else self.embed_dim
 
     def validate(self) -> None:
-        problems = []
-        if self.kind not in KINDS:
-            problems.append(f"kind must be one of {KINDS}, got {self.kind!r}")
-        if self.assigner not in ASSIGNERS:
-            problems.append(f"assigner must be one of {ASSIGNERS}, got {self.assigner!r}")
-        if self.dso_logits not in DSO_LOGITS:
-            problems.append(f"dso_logits must be one of {DSO_LOGITS}, got {self.dso_logits!r}")
-        if self.grouping not in GROUPINGS:
-            problems.append(f"grouping must be one of {GROUPINGS}, got {self.grouping!r}")
-        if self.cls_head_layout not in CLS_HEAD_LAYOUTS:
-            problems.append(f"cls_head_layout must be one of {CLS_HEAD_LAYOUTS}, got {self.cls_head_layout!r}")
-        if self.cls_token and self.kind == "student":
-            problems.append("cls_token applies to teacher encoders only: a Foundry student has no CLS token")
-        if self.embed_dim % self.num_heads:
-            problems.append(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
-        if len(self.tokenizer_widths) != 3:
-            problems.append(f"tokenizer_widths needs 3 values, got {self.tokenizer_widths}")
-        if self.group_size > self.num_points:
-            problems.append(f"group_size {self.group_size} exceeds num_points {self.num_points}")
-        if self.num_groups > self.num_points:
-            problems.append(f"num_groups {self.num_groups} exceeds num_points {self.num_points}")
-        if self.kind == "student":
-            if not 1 <= self.num_supertokens <= self.num_groups:
-                problems.append(f"num_supertokens must be in 1..num_groups ({self.num_groups}), got {self.num_supertokens}")
-            if self.gate and not 1 <= self.gate_budget <= self.num_groups:
-                problems.append(f"gate_budget must be in 1..num_groups ({self.num_groups}), got {self.gate_budget}")
-            if self.gate and self.assigner != "dso":
-                problems.append("the gate needs the learned DSO assigner (assigner=dso)")
-        for name in ("num_points", "num_groups", "group_size", "embed_dim", "depth", "num_heads",
-                     "fps_candidates", "knn_chunk"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        """Types first (a checkpoint's JSON or a hand-edited config may hold "16" for 16), then ranges and the
+        combinations that cannot build: one FoundryError naming every problem. Presets, `--set` and checkpoint
+        configs all come through here."""
+        problems = type_problems(self)
         if problems:
             raise FoundryError("invalid model configuration: " + "; ".join(problems))
+        problems = [message for bad, message in self._range_rules() if bad]
+        if problems:
+            raise FoundryError("invalid model configuration: " + "; ".join(problems))
+
+    def _range_rules(self) -> list:
+        """(is it wrong, what to say) for every value and combination the model cannot be built with."""
+        student = self.kind == "student"
+        return [
+            (self.kind not in KINDS, f"kind must be one of {KINDS}, got {self.kind!r}"),
+            (self.assigner not in ASSIGNERS, f"assigner must be one of {ASSIGNERS}, got {self.assigner!r}"),
+            (self.dso_logits not in DSO_LOGITS, f"dso_logits must be one of {DSO_LOGITS}, got {self.dso_logits!r}"),
+            (self.grouping not in GROUPINGS, f"grouping must be one of {GROUPINGS}, got {self.grouping!r}"),
+            (self.cls_head_layout not in CLS_HEAD_LAYOUTS,
+             f"cls_head_layout must be one of {CLS_HEAD_LAYOUTS}, got {self.cls_head_layout!r}"),
+            (self.cls_token and student, "cls_token applies to teacher encoders only: a Foundry student has no CLS token"),
+            *[(getattr(self, name) < 1, f"{name} must be positive, got {getattr(self, name)}") for name in POSITIVE],
+            *[(getattr(self, name) < 0, f"{name} must be >= 0, got {getattr(self, name)}") for name in NON_NEGATIVE],
+            (len(self.tokenizer_widths) != 3 or min(self.tokenizer_widths, default=0) < 1,
+             f"tokenizer_widths needs 3 positive values, got {tuple(self.tokenizer_widths)}"),
+            (not 0 < self.mlp_ratio <= 64 or int(self.embed_dim * self.mlp_ratio) < 1,
+             f"mlp_ratio must be in (0, 64] and give an MLP of at least one unit, got {self.mlp_ratio}"),
+            (not self.gumbel_tau > 0, f"gumbel_tau must be positive, got {self.gumbel_tau}"),
+            (not 0 <= self.gate_threshold <= 1, f"gate_threshold must be in 0..1, got {self.gate_threshold}"),
+            (self.num_heads > 0 and self.embed_dim % self.num_heads != 0,
+             f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}"),
+            (self.group_size > self.num_points, f"group_size {self.group_size} exceeds num_points {self.num_points}"),
+            (self.num_groups > self.num_points, f"num_groups {self.num_groups} exceeds num_points {self.num_points}"),
+            (student and not 1 <= self.num_supertokens <= self.num_groups,
+             f"num_supertokens must be in 1..num_groups ({self.num_groups}), got {self.num_supertokens}"),
+            (student and self.gate and not 1 <= self.gate_budget <= self.num_groups,
+             f"gate_budget must be in 1..num_groups ({self.num_groups}), got {self.gate_budget}"),
+            (student and self.gate and self.assigner != "dso", "the gate needs the learned DSO assigner (assigner=dso)"),
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -151,6 +163,36 @@ class ModelConfig:
         if "num_points" in overrides and "num_groups" not in overrides:
             data["num_groups"] = scaled_groups(self, overrides["num_points"])
         return ModelConfig.from_dict(data)
+
+
+def type_problems(config: ModelConfig) -> list[str]:
+    """Fields whose value is not of the field's type: bool, int (not bool), a finite number, str, 3 ints, dict."""
+    import math
+
+    problems = []
+    for f in dataclasses.fields(ModelConfig):
+        value, default = getattr(config, f.name), _default(f)
+        if isinstance(default, bool):
+            ok, kind = type(value) is bool, "true or false"
+        elif isinstance(default, int):
+            ok, kind = type(value) is int, "an integer"
+        elif isinstance(default, float):
+            ok = type(value) in (int, float) and math.isfinite(value)
+            kind = "a finite number"
+        elif isinstance(default, tuple):
+            ok = isinstance(value, (list, tuple)) and all(type(v) is int for v in value)
+            kind = "a list of integers"
+        elif isinstance(default, dict):
+            ok, kind = isinstance(value, dict), "an object"
+        else:
+            ok, kind = isinstance(value, str), "a string"
+        if not ok:
+            problems.append(f"{f.name} must be {kind}, got {value!r} ({type(value).__name__})")
+    return problems
+
+
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 def scaled_groups(config: ModelConfig, num_points: int) -> int:

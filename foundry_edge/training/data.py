@@ -11,13 +11,20 @@ from foundry_edge.errors import FoundryError
 
 # Synthetic split sizes when the caller does not give one.
 SYNTHETIC_DEFAULT_SAMPLES = {"train": 2000, "test": 500}
+SYNTHETIC_SPLITS = tuple(SYNTHETIC_DEFAULT_SAMPLES)
+DATASET_SPLITS = ("train", "val", "test", "trainval")
 
 
 def open_training_data(spec: str, split: str, num_points: int, num_samples: int | None = None, seed: int = 0):
     """('synthetic' | a data set path, split, N) -> an indexable data set; refuses an empty one.
 
     `num_samples` and `seed` choose the synthetic set's size and draw; a data folder fixes its own.
+    The synthetic data has the splits train and test; data sets may also have val and trainval (ShapeNetPart),
+    and each layout refuses a split it does not hold.
     """
+    known = SYNTHETIC_SPLITS if spec == "synthetic" else DATASET_SPLITS
+    if split not in known:
+        raise FoundryError(f"expected a split in {', '.join(known)} for {spec!r}, got {split!r}: pass --split test or train")
     if spec == "synthetic":
         from foundry_edge.data.synthetic import SyntheticShapes
 

@@ -226,11 +226,15 @@ def make_loss_fn(teacher, cfg: DistillConfig, student_config):
 
 
 def resolve_model(spec_or_model, overrides: dict | None = None):
-    """(preset | bundled name | checkpoint path | an already loaded PointModel) -> (model, info)."""
+    """(preset | bundled name | checkpoint path | an already loaded PointModel) -> (model, info).
+
+    A preset draws from the global RNG, which training seeds with its --seed just before: the same weights as
+    `load_model(preset, seed=that seed)` gives export, run and verify.
+    """
     from foundry_edge.resolve import load_model
 
     if isinstance(spec_or_model, str):
-        return load_model(spec_or_model, **(overrides or {}))
+        return load_model(spec_or_model, seed=None, **(overrides or {}))
     if overrides:
         raise FoundryError("configuration overrides apply to presets only, not to a loaded model")
     return spec_or_model, {"source": "loaded", "name": spec_or_model.config.name}

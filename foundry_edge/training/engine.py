@@ -46,7 +46,10 @@ class TrainConfig:
     def validate(self) -> None:
         problems = [f"{name} must be positive, got {getattr(self, name)}"
                     for name in ("steps", "batch_size", "lr", "log_every", "checkpoint_every")
-                    if getattr(self, name) <= 0]
+                    if not 0 < getattr(self, name) < float("inf")]  # NaN fails both comparisons
+        for name in ("weight_decay", "min_lr_ratio"):
+            if not 0 <= getattr(self, name) < float("inf"):
+                problems.append(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         if not 0 <= self.warmup_steps < self.steps:
             problems.append(f"warmup_steps must be in 0..steps-1 ({self.steps - 1}), got {self.warmup_steps}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -342,9 +345,14 @@ def restore(job: Job, model, optimizer, scheduler) -> tuple[int, list]:
     if not isinstance(state, dict) or state.get("job") != job.name:
         raise FoundryError(f"{str(job.resume)!r} is not a {job.name} training checkpoint (it has no "
                            f"'training' state from a {job.name} run): pass the {CHECKPOINT_NAME} such a run wrote")
-    if payload["config"] != model.config.to_dict():
-        raise FoundryError(f"{str(job.resume)!r} was trained as model {payload['config'].get('name')!r} with "
+    if payload.get("config") != model.config.to_dict():
+        name = payload["config"].get("name") if isinstance(payload.get("config"), dict) else None
+        raise FoundryError(f"{str(job.resume)!r} was trained as model {name!r} with "
                            "another configuration than this run's: resume with the same model options")
+    problems = resume_state_problems(state)
+    if problems:
+        raise FoundryError(f"{str(job.resume)!r} holds a training state this run cannot continue from "
+                           f"({'; '.join(problems)}): resume from another {CHECKPOINT_NAME} or start a new run")
     if state["step"] >= job.config.steps:
         raise FoundryError(f"{str(job.resume)!r} is already at step {state['step']} of {job.config.steps}: "
                            "pass a larger --steps to train further")
@@ -361,6 +369,24 @@ def restore(job: Job, model, optimizer, scheduler) -> tuple[int, list]:
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     return state["step"], _read_log(Path(job.out_dir), state["step"])
+
+
+def resume_state_problems(state: dict) -> list[str]:
+    """What in a checkpoint's `training` state cannot be resumed: the step, the RNG states, the optimizer's."""
+    import torch
+
+    problems = []
+    if type(state.get("step")) is not int or state["step"] < 0:
+        problems.append(f"step must be a count >= 0, found {state.get('step')!r}")
+    for key in ("optimizer", "scheduler"):
+        if not isinstance(state.get(key), dict):
+            problems.append(f"no {key} state")
+    with torch.random.fork_rng():  # try the saved RNG state without keeping it
+        try:
+            torch.set_rng_state(state.get("rng"))
+        except (RuntimeError, TypeError, ValueError) as exc:
+            problems.append(f"the RNG state is not torch's ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+    return problems
 
 
 # Settings the resumed optimizer and schedule carry from the checkpoint, whatever this run asks.
@@ -389,8 +415,12 @@ def _read_log(out_dir: Path, up_to_step: int) -> list:
     path = out_dir / LOG_NAME
     if not path.is_file():
         return []
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r for r in records if r.get("step", 0) <= up_to_step]
+    try:
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FoundryError(f"{path} is not JSON lines ({exc}); it is the log of the run being resumed: restore it "
+                           "or move it away to resume without the earlier records") from None
+    return [r for r in records if isinstance(r, dict) and isinstance(r.get("step", 0), int) and r.get("step", 0) <= up_to_step]
 
 
 class _progress:
