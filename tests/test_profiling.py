@@ -341,3 +341,39 @@ def test_speedup_bars_start_at_zero_beside_the_flops_ratio():
     assert heights == [0.0, 1.3, 2.1, 4.0] and ax.get_ylim()[0] == 0 and ax.get_ylim()[1] > 4.0
     labels = {t.get_text() for t in ax.texts}
     assert {"1.30x", "4.00x", "2.10x", "n/a"} <= labels
+
+
+def test_an_interrupted_profile_leaves_no_worker_running(tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM in the parent (raised while it waits) kills the measurement's worker."""
+    import os
+    import signal
+    import threading
+
+    from foundry_edge.profiling.runner import run_worker
+
+    pid_file = tmp_path / "worker.pid"
+    (tmp_path / "sleepy_worker.py").write_text(
+        "import os, time\nopen(os.environ['WORKER_PID'], 'w').write(str(os.getpid()))\ntime.sleep(60)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("WORKER_PID", str(pid_file))
+    timer = threading.Timer(3.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_worker({"kind": "latency"}, timeout_s=60, threads=1, module="sleepy_worker")
+    finally:
+        timer.cancel()
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):  # killed and reaped
+        os.kill(pid, 0)
+
+
+def test_profile_refuses_an_output_that_is_a_file(tmp_path, capsys):
+    from foundry_edge.cli import main
+
+    target = tmp_path / "report.json"
+    target.write_text("{}")
+    assert main(["profile", "--student", "foundry-edge16", "--points", "256", "-o", str(target)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "expected -o to name a folder" in err[0]
+    assert target.read_text() == "{}"

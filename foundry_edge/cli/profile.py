@@ -74,6 +74,9 @@ def profile(
     from foundry_edge.profiling import ProfileConfig, Subject, run_profile, total_steps, write_reports
     from foundry_edge.profiling.machine import versions
 
+    from foundry_edge.fileio import OutputSet, refuse_overwrite
+
+    refuse_overwrite(out, [spec for spec in [*student, teacher] if spec and Path(spec).exists()], folder=True)
     config = ProfileConfig(
         students=[Subject(spec, "student") for spec in student],
         teacher=Subject(teacher, "teacher") if teacher else None,
@@ -100,7 +103,9 @@ def profile(
             bar.update(task, description=label)
 
         report = run_profile(config, progress=step)
-    paths = write_reports(report, out)
+    with OutputSet("profile", [out]) as outputs:  # the three reports land together or not at all
+        staged = write_reports(report, outputs.folder(out))
+    paths = {kind: out / path.name for kind, path in staged.items()}
     measured = report["measurements"]
     failed = [m for m in measured if m.get("status") != "ok"]
     for m in failed:

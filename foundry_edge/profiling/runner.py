@@ -123,6 +123,10 @@ def run_worker(spec: dict, timeout_s: float, threads: int, module: str = WORKER)
             except subprocess.TimeoutExpired:
                 child.kill()
                 code, timed_out = child.wait(), True
+            except BaseException:  # Ctrl-C, SIGTERM, SIGHUP in the parent: no worker outlives the command
+                child.kill()
+                child.wait()
+                raise
         wall_s = time.perf_counter() - start
         if result_path.is_file() and not timed_out:
             result = json.loads(result_path.read_text(encoding="utf-8"))
