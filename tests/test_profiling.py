@@ -377,3 +377,13 @@ def test_profile_refuses_an_output_that_is_a_file(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "expected -o to name a folder" in err[0]
     assert target.read_text() == "{}"
+
+
+def test_profile_refuses_a_point_count_that_cannot_fit_before_measuring(tmp_path, capsys):
+    from foundry_edge.cli import main
+
+    out = tmp_path / "prof"
+    assert main(["profile", "--teacher", "pointjepa-vits", "--student", "foundry-edge16", "--points", "4000000",
+                 "--batch", "8", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the largest scene that fits is about" in err[0] and not out.exists()

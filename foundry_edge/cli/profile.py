@@ -85,6 +85,7 @@ def profile(
         **({"threads": threads} if threads is not None else {}), timeout_s=timeout,
         memory_limit_bytes=_bytes(memory_limit), out_dir=out, operators=operators,
         telemetry_interval_s=telemetry_ms / 1e3, accuracy=_accuracy(accuracy))
+    _check_memory(config)
     console = Console(stderr=True)
     libraries = {name: v for name, v in versions().items() if name in ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt")}
     console.print(f"profile: {', '.join(s.spec for s in config.subjects)} on {', '.join(config.runtimes)}, "
@@ -123,3 +124,25 @@ def profile(
     typer.echo(f"{'PASSED' if not failed else 'FAILED'}: {len(measured) - len(failed)} of {len(measured)} measurements")
     if failed:
         raise typer.Exit(1)
+
+
+def _check_memory(config) -> None:
+    """Refuse, before any export or measurement, a point count a model cannot run at in the memory available
+    now (foundry_edge.scenes.check_budget on each preset or checkpoint at its largest batch)."""
+    from foundry_edge.errors import FoundryError
+    from foundry_edge.profiling.subjects import build_model
+    from foundry_edge.scenes import available_memory_bytes, check_budget
+
+    budget = available_memory_bytes()
+    if budget is None:
+        return
+    for subject in config.subjects:
+        if subject.format != "torch":
+            continue  # an ONNX file or a plan: its own sizes, measured as they come
+        try:
+            model = build_model(subject.spec, min(config.points), subject.overrides)
+        except FoundryError:
+            continue  # a model that does not load is a row with its error, as the run reports it
+        for points in config.points:
+            check_budget(model.config.replace(num_points=points), budget, max(config.batches), "graph",
+                         fix="profile fewer --points or a smaller --batch")
