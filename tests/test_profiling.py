@@ -387,3 +387,17 @@ def test_profile_refuses_a_point_count_that_cannot_fit_before_measuring(tmp_path
                  "--batch", "8", "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the largest scene that fits is about" in err[0] and not out.exists()
+
+
+def test_profile_draws_a_presets_weights_from_seed(tmp_path):
+    """--seed reaches the model the worker builds: two seeds, two sets of weights; the same seed, the same."""
+    torch = pytest.importorskip("torch")
+    from foundry_edge.profiling.subjects import Subject, build_model
+
+    weights = {seed: build_model("foundry-edge16", 256, {}, seed).state_dict()["assigner.q.weight"]
+               for seed in (0, 1)}
+    assert not torch.equal(weights[0], weights[1])
+    assert torch.equal(weights[0], build_model("foundry-edge16", 256, {}, 0).state_dict()["assigner.q.weight"])
+    from foundry_edge.profiling.subjects import cache_key
+
+    assert cache_key(Subject("foundry-edge16", "student", seed=1), 256) != cache_key(Subject("foundry-edge16", "student"), 256)

@@ -8,6 +8,8 @@ from typing import List, Optional
 
 import typer
 
+from foundry_edge.cli.options import SEED
+
 
 def register(app: typer.Typer) -> None:
     app.command("profile")(profile)
@@ -65,6 +67,7 @@ def profile(
     telemetry_ms: float = typer.Option(50.0, "--telemetry-ms", help="Sample power, clocks and thermals every MS during each measurement (0: off)."),
     accuracy: List[str] = typer.Option([], "--accuracy", help="MODEL=PERCENT for the accuracy-vs-latency plot (repeatable)."),
     out: Path = typer.Option(Path("profile"), "-o", "--out", help="Output folder: report.json/.md/.html and the export cache."),
+    seed: int = SEED,
 ) -> None:
     """Profile students against a teacher: latency, throughput, memory, FLOPs and speed-up."""
     from rich.console import Console
@@ -75,11 +78,12 @@ def profile(
     from foundry_edge.profiling.machine import versions
 
     from foundry_edge.fileio import OutputSet, refuse_overwrite
+    from foundry_edge.resolve import BUNDLED
 
     refuse_overwrite(out, [spec for spec in [*student, teacher] if spec and Path(spec).exists()], folder=True)
     config = ProfileConfig(
-        students=[Subject(spec, "student") for spec in student],
-        teacher=Subject(teacher, "teacher") if teacher else None,
+        students=[Subject(spec, "student", seed=seed) for spec in student],
+        teacher=Subject(teacher, "teacher", seed=seed) if teacher else None,
         runtimes=[r.strip() for r in runtime.split(",") if r.strip()], points=_ints(points, "--points"),
         batches=_ints(batch, "--batch"), warmup_s=warmup, iterations=iterations, duration_s=duration,
         **({"threads": threads} if threads is not None else {}), timeout_s=timeout,
@@ -87,6 +91,10 @@ def profile(
         telemetry_interval_s=telemetry_ms / 1e3, accuracy=_accuracy(accuracy))
     _check_memory(config)
     console = Console(stderr=True)
+    presets = [s.spec for s in config.subjects  # not a file and not a bundled checkpoint: a preset's name
+               if s.format == "torch" and s.spec not in BUNDLED and not Path(s.spec).exists()]
+    if presets:
+        console.print(f"presets {', '.join(presets)}: random weights drawn from --seed {seed}", markup=False)
     libraries = {name: v for name, v in versions().items() if name in ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt")}
     console.print(f"profile: {', '.join(s.spec for s in config.subjects)} on {', '.join(config.runtimes)}, "
                   f"points {config.points}, batch {config.batches}, {config.threads} threads "

@@ -244,7 +244,7 @@ def measure_one(config: ProfileConfig, models: dict, subject: Subject, runtime: 
     if problem:
         return {**row, "status": "error", "error_kind": "error", "error": problem}
     spec = {"kind": "latency", "runtime": runtime, "points": points, "batch": batch, "threads": config.threads,
-            "model": {"spec": subject.spec, "overrides": subject.overrides, "path": path},
+            "model": {"spec": subject.spec, "overrides": subject.overrides, "path": path, "seed": subject.seed},
             "warmup_s": config.warmup_s, "iterations": config.iterations, "duration_s": config.duration_s,
             "memory_limit_bytes": config.memory_limit_bytes, "stage_runs": config.stage_runs,
             "peak_s": config.beside_peak_s,
@@ -267,7 +267,8 @@ def prepared_file(config: ProfileConfig, info: dict, subject: Subject, runtime: 
     if "export" not in info and Path(path).is_file():
         info["export"] = {"path": path, "warning": None}
     if "export" not in info:
-        spec = {"kind": "export", "model": {"spec": subject.spec, "overrides": subject.overrides, "path": path},
+        spec = {"kind": "export", "model": {"spec": subject.spec, "overrides": subject.overrides, "path": path,
+                                            "seed": subject.seed},
                 "points": points, "max_batch": max(config.batches), "threads": config.threads}
         result = run_worker(spec, config.timeout_s, config.threads)
         info["export"] = ({"path": result["path"], "warning": result["warning"]} if result["status"] == "ok"

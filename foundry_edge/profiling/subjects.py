@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from foundry_edge.errors import FoundryError
+from foundry_edge.resolve import PRESET_SEED
 
 ONNX_SUFFIXES = (".onnx",)
 PLAN_SUFFIXES = (".plan", ".engine")
@@ -26,6 +27,7 @@ class Subject:
     spec: str
     role: str  # "teacher" or "student"
     overrides: dict = field(default_factory=dict)
+    seed: int = PRESET_SEED  # a preset's random weights (the same default as every command)
 
     @property
     def format(self) -> str:
@@ -48,15 +50,15 @@ class Subject:
         return Path(self.spec).stem if self.format != "torch" or Path(self.spec).suffix else self.spec
 
 
-def build_model(spec: str, points: int, overrides: dict):
+def build_model(spec: str, points: int, overrides: dict, seed: int = PRESET_SEED):
     """(preset | 'default' | checkpoint) -> PointModel for clouds of `points` points, c = N / 16 kept."""
     from foundry_edge.resolve import load_model
 
-    model, info = load_model(spec, **overrides)
+    model, info = load_model(spec, seed=seed, **overrides)
     if points != model.config.num_points:
         config = model.config.replace(num_points=points)  # validates: s <= c, K <= N
         if info["source"] == "preset":
-            model, _ = load_model(spec, **{**overrides, "num_points": points})
+            model, _ = load_model(spec, seed=seed, **{**overrides, "num_points": points})
         else:  # a checkpoint fixes the weights; the group count is not a weight
             model.config = config
             model.tokenizer.num_groups = config.num_groups
@@ -100,7 +102,7 @@ def describe(subject: Subject, points: int) -> dict:
     FLOPs of an ONNX file or plan come from the PyTorch model its manifest describes (None without one).
     """
     if subject.format == "torch":
-        model = build_model(subject.spec, points, subject.overrides)
+        model = build_model(subject.spec, points, subject.overrides, subject.seed)
         path = Path(subject.spec)
         info = {"name": model.config.name, "kind": model.config.kind, "num_groups": model.config.num_groups,
                 "inputs": ["points"], "normalize_in_graph": model.config.normalize_input}
@@ -142,7 +144,7 @@ def _cost(model, points: int) -> dict:
 def cache_key(subject: Subject, points: int) -> str:
     """A folder name that changes when the model, its overrides, a checkpoint's bytes or N change."""
     path = Path(subject.spec)
-    stamp = [subject.spec, subject.overrides, points]
+    stamp = [subject.spec, subject.overrides, points] + ([subject.seed] if subject.seed != PRESET_SEED else [])
     if path.is_file():
         stamp += [path.stat().st_size, path.stat().st_mtime_ns]
     digest = hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest()[:10]
@@ -164,14 +166,15 @@ def artifact_for(subject: Subject, runtime: str, points: int, cache_dir: Path) -
     return str(cache_dir / cache_key(subject, points) / "model.onnx")
 
 
-def export_to_cache(spec: str, overrides: dict, points: int, target: str, max_batch: int) -> dict:
+def export_to_cache(spec: str, overrides: dict, points: int, target: str, max_batch: int,
+                    seed: int = PRESET_SEED) -> dict:
     """Export the model at `points` (groups scaled) into `target`'s folder with the export API ->
     {"path", "warning"}. Parity against PyTorch is `foundry-edge export`'s job and is skipped here (at 16384
     points it costs minutes per model); an export whose structural checks fail is kept as *.failed.onnx
     and timed anyway, with the failure as a warning: its speed does not depend on them."""
     from foundry_edge.export import ExportCheckError, ExportOptions, export_model
 
-    options = ExportOptions(model=build_model(spec, points, overrides), output_dir=Path(target).parent,
+    options = ExportOptions(model=build_model(spec, points, overrides, seed), output_dir=Path(target).parent,
                             num_points=points, max_batch=max(max_batch, 2), check=False, trt_check="off",
                             keep_failed=True)
     try:

@@ -21,6 +21,7 @@ import sys
 import time
 
 from foundry_edge.errors import FoundryError
+from foundry_edge.resolve import PRESET_SEED
 
 CUDA_RUNTIMES = ("ort-cuda", "ort-trt", "trt")
 
@@ -76,7 +77,8 @@ def open_for(spec: dict):
         return open_runtime(model["path"], runtime=spec["runtime"], threads=spec["threads"])
     from foundry_edge.profiling.subjects import build_model
 
-    return open_runtime(build_model(model["spec"], spec["points"], model.get("overrides") or {}),
+    return open_runtime(build_model(model["spec"], spec["points"], model.get("overrides") or {},
+                                    model.get("seed", PRESET_SEED)),
                         runtime=spec["runtime"], threads=spec["threads"])
 
 
@@ -201,7 +203,7 @@ def run_export(spec: dict) -> dict:
 
     model = spec["model"]
     return export_to_cache(model["spec"], model.get("overrides") or {}, spec["points"], model["path"],
-                           spec.get("max_batch", 8))
+                           spec.get("max_batch", 8), model.get("seed", PRESET_SEED))
 
 
 KINDS = {"latency": run_latency, "matmul-peak": run_matmul_peak, "operators": run_operators, "export": run_export}
