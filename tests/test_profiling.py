@@ -401,3 +401,23 @@ def test_profile_draws_a_presets_weights_from_seed(tmp_path):
     from foundry_edge.profiling.subjects import cache_key
 
     assert cache_key(Subject("foundry-edge16", "student", seed=1), 256) != cache_key(Subject("foundry-edge16", "student"), 256)
+
+
+def test_profile_no_sidecar_check_needs_a_plan_and_reaches_the_trt_worker(tmp_path, capsys):
+    from foundry_edge.cli import main
+
+    assert main(["profile", "--student", "foundry-edge16", "--points", "256", "--no-sidecar-check",
+                 "-o", str(tmp_path / "p")]) == 2
+    assert "applies to TensorRT plans" in capsys.readouterr().err
+    import foundry_edge.runtimes as runtimes
+    from foundry_edge.profiling.worker import open_for
+
+    seen = []
+    real = runtimes.open_runtime
+    runtimes.open_runtime = lambda path, **opts: seen.append(opts)
+    try:
+        for check in (False, True):
+            open_for({"model": {"path": "m.plan"}, "runtime": "trt", "threads": 1, "sidecar_check": check})
+    finally:
+        runtimes.open_runtime = real
+    assert seen[0].get("sidecar_check") is False and "sidecar_check" not in seen[1]

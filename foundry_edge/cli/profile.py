@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from foundry_edge.cli.options import SEED
+from foundry_edge.cli.options import NO_SIDECAR_CHECK, SEED, say_unchecked
 
 
 def register(app: typer.Typer) -> None:
@@ -68,12 +68,14 @@ def profile(
     accuracy: List[str] = typer.Option([], "--accuracy", help="MODEL=PERCENT for the accuracy-vs-latency plot (repeatable)."),
     out: Path = typer.Option(Path("profile"), "-o", "--out", help="Output folder: report.json/.md/.html and the export cache."),
     seed: int = SEED,
+    no_sidecar_check: bool = NO_SIDECAR_CHECK,
 ) -> None:
     """Profile students against a teacher: latency, throughput, memory, FLOPs and speed-up."""
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from foundry_edge.errors import FoundryError
     from foundry_edge.profiling import ProfileConfig, Subject, run_profile, total_steps, write_reports
     from foundry_edge.profiling.machine import versions
 
@@ -88,8 +90,11 @@ def profile(
         batches=_ints(batch, "--batch"), warmup_s=warmup, iterations=iterations, duration_s=duration,
         **({"threads": threads} if threads is not None else {}), timeout_s=timeout,
         memory_limit_bytes=_bytes(memory_limit), out_dir=out, operators=operators,
-        telemetry_interval_s=telemetry_ms / 1e3, accuracy=_accuracy(accuracy))
+        telemetry_interval_s=telemetry_ms / 1e3, accuracy=_accuracy(accuracy), sidecar_check=not no_sidecar_check)
     _check_memory(config)
+    if no_sidecar_check and not any(s.format == "plan" for s in config.subjects):
+        raise FoundryError("--no-sidecar-check applies to TensorRT plans, and no subject is a .plan: drop it")
+    say_unchecked(typer.echo, no_sidecar_check)
     console = Console(stderr=True)
     presets = [s.spec for s in config.subjects  # not a file and not a bundled checkpoint: a preset's name
                if s.format == "torch" and s.spec not in BUNDLED and not Path(s.spec).exists()]

@@ -55,6 +55,7 @@ class ProfileConfig:
     matmul_size: int = 2048  # the peak's (size x size) @ (size x size) fp32 product, timed for matmul_s
     matmul_s: float = 1.0
     beside_peak_s: float = 0.3  # each latency worker's own peak, timed before and after it (0: off)
+    sidecar_check: bool = True  # TensorRT plans load only with a complete, matching sidecar
     telemetry_interval_s: float = 0.05  # power/clock/thermal sampling period during each measurement; 0: off
     telemetry_root: Path = Path("/")  # where sysfs is read (tests point it at a recorded tree)
     stage_runs: int = 5  # extra torch runs with timers at stage boundaries (0: none)
@@ -247,7 +248,7 @@ def measure_one(config: ProfileConfig, models: dict, subject: Subject, runtime: 
             "model": {"spec": subject.spec, "overrides": subject.overrides, "path": path, "seed": subject.seed},
             "warmup_s": config.warmup_s, "iterations": config.iterations, "duration_s": config.duration_s,
             "memory_limit_bytes": config.memory_limit_bytes, "stage_runs": config.stage_runs,
-            "peak_s": config.beside_peak_s,
+            "peak_s": config.beside_peak_s, "sidecar_check": config.sidecar_check,
             "telemetry": {"root": str(config.telemetry_root), "interval_s": config.telemetry_interval_s}
             if config.telemetry_interval_s else None}
     result = run_worker(spec, config.timeout_s, config.threads)

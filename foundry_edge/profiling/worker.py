@@ -74,7 +74,8 @@ def open_for(spec: dict):
 
     model = spec["model"]
     if model.get("path"):
-        return open_runtime(model["path"], runtime=spec["runtime"], threads=spec["threads"])
+        unchecked = {"sidecar_check": False} if spec["runtime"] == "trt" and not spec.get("sidecar_check", True) else {}
+        return open_runtime(model["path"], runtime=spec["runtime"], threads=spec["threads"], **unchecked)
     from foundry_edge.profiling.subjects import build_model
 
     return open_runtime(build_model(model["spec"], spec["points"], model.get("overrides") or {},
