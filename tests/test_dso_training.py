@@ -209,3 +209,13 @@ def test_finetune_keeps_distillations_assignment_unless_asked(clouds, tmp_path, 
     assert not torch.equal(before["assigner.v.weight"], after["assigner.v.weight"])
     for key in ("assigner.q.weight", "assigner.k.weight", "assigner.supertokens", "assigner.logit_scale"):
         assert torch.equal(before[key], after[key]) is not train_assignment, key
+
+
+def test_a_health_check_between_log_steps_keeps_the_progress_bar_and_log_whole(teacher_path, clouds, tmp_path):
+    """checkpoint_every 3 with log_every 10: the eval-mode record at step 3 has no training rate."""
+    result, _ = distill(str(teacher_path), "foundry-edge16", clouds, tmp_path, overrides=ARCH,
+                        train=quick(steps=6, log_every=10, progress=True), log=lambda s: None)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [3, 6]
+    assert "clouds_per_s" not in records[0] and "eval_used" in records[0]
+    assert "loss" in records[1] and "eval_used" in records[1] and result.records[-1]["step"] == 6

@@ -441,7 +441,8 @@ class _progress:
         task = self.bar.add_task(self.name, total=self.total, completed=self.start, loss="-", rate="-")
 
         def show(step, loss, records):
-            rate = f"{records[-1]['clouds_per_s']:.1f}" if records else "-"
+            # the last training record (eval-mode health records at checkpoints carry no rate)
+            rate = next((f"{r['clouds_per_s']:.1f}" for r in reversed(records) if "clouds_per_s" in r), "-")
             self.bar.update(task, completed=step, loss=f"{loss:.4f}", rate=rate)
 
         return show
