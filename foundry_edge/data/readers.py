@@ -127,7 +127,7 @@ def _finite_rows(points, min_points: int, source: str, drop_invalid: bool) -> Tu
         found = f"{int(bad.sum())} points with NaN/Inf (first at row {int(np.argmax(bad))})"
         if not drop_invalid:
             raise FoundryError(f"{source}: expected finite coordinates, found {found}; drop or fix those points "
-                               "(drop_invalid=True drops them)")
+                               "(--drop-invalid on the command line, drop_invalid=True in Python, drops them)")
         if bad.all():
             raise FoundryError(f"{source}: expected finite coordinates, found NaN/Inf in all {len(arr)} points")
         warnings.warn(f"{source}: dropped {found} of {len(arr)}", DroppedPoints, stacklevel=3)
