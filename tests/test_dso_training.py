@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from foundry_edge.checkpoint import save_checkpoint
 from foundry_edge.data.synthetic import SyntheticShapes
 from foundry_edge.errors import FoundryError
 from foundry_edge.models import create_model
@@ -19,34 +18,16 @@ import foundry_edge.training.distill as distill_module
 from foundry_edge.training.distill import DistillConfig, balance_loss, distill, dso_schedule, health_monitor
 from foundry_edge.training.engine import TrainConfig, resume_notes
 from tests.conftest import TINY, tiny_overrides
+from tests.test_training import clouds, one_thread, teacher_path  # noqa: F401 (fixtures shared with distillation's tests)
+from tests.test_training import quick as training_quick
 
 ARCH = {k: v for k, v in tiny_overrides("foundry-edge16").items()
         if k not in ("num_points", "num_groups", "group_size", "output_dim")}
 
 
 def quick(**changes) -> TrainConfig:
-    return TrainConfig(**{**dict(steps=6, batch_size=4, lr=2e-3, warmup_steps=1, log_every=1, checkpoint_every=3,
-                                 device="cpu", progress=False), **changes})
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def teacher_path(tmp_path_factory):
-    torch.manual_seed(0)
-    model = create_model("pointjepa-vits", **tiny_overrides("pointjepa-vits"))
-    return save_checkpoint(tmp_path_factory.mktemp("teacher") / "teacher.pt", model)
-
-
-@pytest.fixture(scope="module")
-def clouds():
-    return SyntheticShapes(16, TINY["num_points"], seed=0)
+    """test_training's quick run, with a checkpoint (and so an eval-mode health check) every 3 steps."""
+    return training_quick(**{"checkpoint_every": 3, **changes})
 
 
 @pytest.fixture
