@@ -274,6 +274,15 @@ def machine_rows(m: dict) -> list[list[str]]:
     return rows
 
 
+def plots_or_note(make_plots, report: dict, parts: list) -> list:
+    """`make_plots(report)`, or no plots and a line in `parts` saying matplotlib is missing."""
+    try:
+        return make_plots(report)
+    except ImportError:
+        parts.append("<p>Plots need matplotlib: pip install 'foundry-edge[report]'.</p>")
+        return []
+
+
 def to_html(report: dict) -> str:
     s, m = report["settings"], report["machine"]
     parts = [f"<h1>foundry-edge profile</h1><p>{html.escape(report['created'])}, {html.escape(m['cpu'])}, "
@@ -312,11 +321,7 @@ def to_html(report: dict) -> str:
                  for r in failed]
         parts.append("<h2>Not measured</h2><ul>" + "".join(f"<li class=err>{html.escape(i)}</li>" for i in items)
                      + "</ul>")
-    try:
-        figures = plots(report)
-    except ImportError:
-        figures = []
-        parts.append("<p>Plots need matplotlib: pip install 'foundry-edge[report]'.</p>")
+    figures = plots_or_note(plots, report, parts)
     parts += [f"<figure><h2>{html.escape(title)}</h2><img alt=\"{html.escape(title)}\" "
               f"src=\"data:image/png;base64,{data}\"><figcaption>{html.escape(caption)}</figcaption></figure>"
               for title, caption, data in figures]

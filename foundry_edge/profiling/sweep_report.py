@@ -177,16 +177,12 @@ def plots(sweep: dict) -> list[tuple[str, str]]:
 
 
 def to_html(sweep: dict) -> str:
-    from foundry_edge.profiling.html import CSS, _table
+    from foundry_edge.profiling.html import CSS, _table, plots_or_note
 
     header, lines = table(sweep)
     parts = ["<h1>SuperToken sweep</h1>", f"<p>{html.escape(sweep['created'])}, {sweep['duration_s'] / 60:.1f} min. "
              + html.escape(settings_text(sweep)).replace("`", "") + "</p>"]
-    try:
-        figures = plots(sweep)
-    except ImportError:
-        figures = []
-        parts.append("<p>Plots need matplotlib: pip install 'foundry-edge[report]'.</p>")
+    figures = plots_or_note(plots, sweep, parts)
     parts += [f"<h2>{html.escape(title)}</h2><img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,{data}\">"
               for title, data in figures[:1]]
     parts.append("<h2>Pareto front</h2><ul>" + "".join(
