@@ -38,9 +38,9 @@ def run_variant(name: str, steps: int, work_dir: str) -> dict:
     from bundled_default import SEED, STUDENT, TEST_SAMPLES, TRAIN_SAMPLES, distilled_figures
     from foundry_edge.data.synthetic import SyntheticShapes
     from foundry_edge.errors import FoundryError
-    from foundry_edge.resolve import load_model
+    from foundry_edge.checkpoints.resolve import load_model
     from foundry_edge.training.distill import DistillConfig, distill
-    from foundry_edge.training.engine import TrainConfig
+    from foundry_edge.training.loop import TrainConfig
 
     torch.set_num_threads(1)
     logits, tau_start, tau_end, hard, balance = VARIANTS[name]

@@ -1,6 +1,6 @@
 """Grouping of large scenes: time, peak memory and FPS coverage against exact FPS.
 
-For each (N, G): the host scalable grouping (foundry_edge.scene_grouping) and, with --graph, the same
+For each (N, G): the host scalable grouping (foundry_edge.data.scene_grouping) and, with --graph, the same
 grouping exported to ONNX and run on ONNX Runtime CPU, each timed in a fresh process; coverage = max
 over points of the distance to the nearest centre, as a ratio to exact FPS over all N points
 (fpsample's vanilla FPS from the same start point). Writes scaling_grouping.json and .md.

@@ -3,7 +3,7 @@
 Every model is exported once with host grouping (inputs `neighbourhoods` (B, G, K, 3) and `centers`
 (B, G, 3), G dynamic); every (model, size) is then measured in a fresh worker process that imports no
 torch, so its peak RSS is the runtime's own. All models see the same scalable host grouping
-(foundry_edge.scene_grouping) of the same synthetic scene, G = N / points_per_group groups of K = 32.
+(foundry_edge.data.scene_grouping) of the same synthetic scene, G = N / points_per_group groups of K = 32.
 Rows: grouping time, ORT latency (median of --iters after a warm-up), peak RSS, FLOPs (torch's
 FlopCounterMode on the meta device), the config's memory estimate. A worker that fails or runs out of
 time or memory becomes a row with an `error` field. Growth exponents are log-log least-squares slopes.
@@ -163,7 +163,7 @@ def plot(rows: list, models: list, path: Path) -> None:
 def worker(args) -> None:
     import onnxruntime as ort
 
-    from foundry_edge import scene_grouping
+    from foundry_edge.data import scene_grouping
     from foundry_edge.data.transforms import normalize
     from foundry_edge.scenes import synthetic_scene
 

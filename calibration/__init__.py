@@ -6,5 +6,4 @@
     cache.py           activation ranges keyed by model, data and method
     fp16.py            convert_to_fp16 for strongly typed TensorRT 11
     accuracy.py        FP32 vs FP16 vs INT8 on held-out clouds, and the per-layer sensitivity sweep
-    trt_calibrator.py  make_calibrator: TensorRT <= 10's implicit INT8 calibrators
 """

@@ -1,7 +1,7 @@
 """Calibration and evaluation feeds: point clouds -> the graph's own inputs, prepared as the manifest says.
 
 graph grouping: raw clouds resampled to the manifest's num_points -> {"points": (B, N, 3)}.
-host grouping: clouds normalised and grouped on the host (foundry_edge.preprocess.feed_from_manifest,
+host grouping: clouds normalised and grouped on the host (foundry_edge.data.preprocess.feed_from_manifest,
                exact or scalable as the manifest says) -> {"neighbourhoods": (B, G, K, 3), "centers": (B, G, 3)}.
 A feed is `dict[input_name, np.ndarray]` (docs/contracts.md); `FeedReader` serves a list of them to
 ONNX Runtime's calibrators and can be rewound, so one set of feeds serves calibration and evaluation.
@@ -35,7 +35,7 @@ class Preprocessing:
     fps_candidates: int = 4
 
     def to_manifest(self) -> dict:
-        """The manifest's `preprocessing` section, which foundry_edge.preprocess.feed_from_manifest reads."""
+        """The manifest's `preprocessing` section, which foundry_edge.data.preprocess.feed_from_manifest reads."""
         return {"normalize": "centre-unit-sphere" if self.normalize else "none", "in_graph": self.grouping == "graph",
                 "num_points": self.num_points, "num_groups": self.num_groups, "group_size": self.group_size,
                 "method": self.method, "fps_candidates": self.fps_candidates}
@@ -87,7 +87,7 @@ def prepare(cloud_set: CloudSet, pre: Preprocessing, input_names: Sequence[str],
     """Clouds -> batched feeds for the graph's inputs, in order (B = `batch`, the last batch smaller)."""
     from foundry_edge.data.readers import validate_cloud
     from foundry_edge.data.transforms import resample
-    from foundry_edge.preprocess import feed_from_manifest
+    from foundry_edge.data.preprocess import feed_from_manifest
 
     points = []
     for i, cloud in enumerate(cloud_set.clouds):

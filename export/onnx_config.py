@@ -119,8 +119,8 @@ class PointModelOnnxConfig:
                 "method": m.grouping, "fps_candidates": m.fps_candidates}
 
     def feed(self, points: np.ndarray) -> dict[str, np.ndarray]:
-        """(B, N, 3) raw clouds -> this graph's inputs (host grouping runs foundry_edge.preprocess)."""
-        from foundry_edge.preprocess import feed_from_manifest
+        """(B, N, 3) raw clouds -> this graph's inputs (host grouping runs foundry_edge.data.preprocess)."""
+        from foundry_edge.data.preprocess import feed_from_manifest
 
         return feed_from_manifest(points, self.preprocessing())
 

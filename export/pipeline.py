@@ -49,7 +49,7 @@ class ExportOptions:
     max_batch: int = 8  # TensorRT profile max
     max_points: Optional[int] = None  # TensorRT profile max; default 4 x num_points
     outputs: Optional[tuple] = None  # default: every output the model has
-    grouping: str = "graph"  # "graph": FPS/kNN in the graph; "host": foundry_edge.preprocess does it
+    grouping: str = "graph"  # "graph": FPS/kNN in the graph; "host": foundry_edge.data.preprocess does it
     simplify: bool = True
     check: bool = True  # ONNX Runtime vs PyTorch parity (structural checks always run)
     trt_check: str = "auto"
@@ -210,7 +210,7 @@ def _load(spec, overrides: dict, options: ExportOptions, log):
     """(spec) -> (PointModel in eval mode, info); presets initialise from `options.seed`, reproducibly."""
     import torch
 
-    from foundry_edge.resolve import load_model
+    from foundry_edge.checkpoints.resolve import load_model
 
     if isinstance(spec, torch.nn.Module):
         if overrides:
@@ -365,7 +365,7 @@ def _manifest(model, info, config: PointModelOnnxConfig, options: ExportOptions,
     import torch
 
     from foundry_edge import __version__
-    from foundry_edge.resolve import class_names_of
+    from foundry_edge.checkpoints.resolve import class_names_of
 
     source = info.get("path") or f"{info['source']}:{info.get('name', model.config.name)}"
     if "weights" in info:

@@ -9,7 +9,7 @@ The IR version is the lowest that holds the opset (onnx's VERSION_TABLE: opsets 
 -> IR 9), not the exporter's own (IR 10 with torch 2.13): ONNX Runtime reads IR <= 9 before 1.18, so an
 IR-10 file does not load in the 1.16 / 1.17 builds pyproject admits (ORT 1.16 reads opsets up to 19,
 1.17 up to 20). TensorRT's parsers were built against onnx 1.12 (8.5) and 1.13.1 (8.6), both IR 8;
-a newer IR only makes them warn. tests/test_onnx_versions.py loads every target's file in the oldest
+a newer IR only makes them warn. tests/export/test_onnx_versions.py loads every target's file in the oldest
 ONNX Runtime and onnx pyproject admits.
 
 | target | TensorRT | JetPack         | opset / IR (default first)     | rewrites                                    |

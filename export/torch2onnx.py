@@ -36,7 +36,7 @@ def export_module(model, config: PointModelOnnxConfig):
             return tuple(out[name] for name in config.outputs)
 
     class HostGrouping(torch.nn.Module):
-        """(B, G, K, 3) neighbourhoods, (B, G, 3) centres from foundry_edge.preprocess -> outputs."""
+        """(B, G, K, 3) neighbourhoods, (B, G, 3) centres from foundry_edge.data.preprocess -> outputs."""
 
         def __init__(self):
             super().__init__()

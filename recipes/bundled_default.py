@@ -25,15 +25,15 @@ from pathlib import Path
 import torch
 
 from foundry_edge.assignment_health import describe
-from foundry_edge.checkpoint import save_checkpoint
+from foundry_edge.checkpoints.format import save_checkpoint
 from foundry_edge.data.synthetic import SyntheticShapes
 from foundry_edge.fileio import sha256_file, write_json_atomic
 from foundry_edge.models.model import PointModel
 from foundry_edge.models.registry import get_config
-from foundry_edge.resolve import BUNDLED, WEIGHTS_DIR, load_model
+from foundry_edge.checkpoints.resolve import BUNDLED, WEIGHTS_DIR, load_model
 from foundry_edge.training.data import batches
 from foundry_edge.training.distill import DistillConfig, distill, distillation_loss
-from foundry_edge.training.engine import TrainConfig
+from foundry_edge.training.loop import TrainConfig
 from foundry_edge.training.evaluate import evaluate_model, token_agreement
 from foundry_edge.training.finetune import finetune
 from foundry_edge.training.report import cosine_summary

@@ -10,21 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from foundry_edge.contracts.artifacts import PLAN_SUFFIXES, RUNTIMES, VALID, model_kind  # noqa: F401 (re-exported)
 from foundry_edge.errors import FoundryError
 from foundry_edge.runtimes.base import Runtime, TensorSpec
 
-RUNTIMES = ("torch", "ort-cpu", "ort-cuda", "ort-trt", "trt")
-PLAN_SUFFIXES = (".plan", ".engine")
-# What each kind of model file can run on.
-VALID = {"torch": ("torch",), "onnx": ("ort-cpu", "ort-cuda", "ort-trt"), "plan": ("trt",)}
-
-
-def model_kind(spec) -> str:
-    """'torch' (preset, 'default', checkpoint or a PointModel), 'onnx' or 'plan'."""
-    if not isinstance(spec, (str, Path)):
-        return "torch"
-    suffix = Path(spec).suffix.lower()
-    return "onnx" if suffix == ".onnx" else "plan" if suffix in PLAN_SUFFIXES else "torch"
 
 
 def open_runtime(path_or_model, runtime: str | None = None, **opts) -> Runtime:
@@ -42,15 +31,15 @@ def open_runtime(path_or_model, runtime: str | None = None, **opts) -> Runtime:
         raise FoundryError(f"a {kind} model runs on {', '.join(VALID[kind])}, not {runtime}: {hint}, "
                            "or pick a matching --runtime")
     if runtime == "torch":
-        from foundry_edge.runtimes.torch_runner import TorchRuntime
+        from foundry_edge.runtimes.pytorch import TorchRuntime
 
         return TorchRuntime(str(path_or_model) if isinstance(path_or_model, Path) else path_or_model, **opts)
     if runtime == "trt":
-        from foundry_edge.runtimes.trt_runner import TrtRuntime
+        from foundry_edge.runtimes.trt import TrtRuntime
 
         opts.pop("threads", None)  # host threads do not apply: TensorRT runs on the GPU
         return TrtRuntime(path_or_model, **opts)
-    from foundry_edge.runtimes.ort_runner import OrtRuntime
+    from foundry_edge.runtimes.ort import OrtRuntime
 
     return OrtRuntime(path_or_model, runtime, **opts)
 

@@ -3,7 +3,7 @@
 `load()` / `close()` (or `with rt:`), `inputs` / `outputs` as `TensorSpec`s, `infer(points)` on raw
 clouds (B, N, 3) and `infer_feed(feed)` on the graph's own inputs. The base class checks every feed
 against the input specs, turns raw clouds into the graph's feed as the manifest's `preprocessing` says
-(foundry_edge.preprocess.feed_from_manifest: exact or scalable host grouping for `--grouping host`), and
+(foundry_edge.data.preprocess.feed_for: exact or scalable host grouping for `--grouping host`), and
 records the time of each call; a backend fills in `load_impl`, `infer_impl`, `close_impl` and, if it has
 one, `device_bytes_impl`.
 """
@@ -11,49 +11,22 @@ one, `device_bytes_impl`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional
 
 import numpy as np
 
+from foundry_edge.contracts.preprocessing import Preprocessing
+from foundry_edge.contracts.tensors import TensorSpec, numpy_dtype_name, shape_text  # noqa: F401 (backends import them here)
 from foundry_edge.errors import FoundryError
-
-Dim = Union[int, str]  # a fixed size, or the name of a dynamic axis
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    dtype: str  # numpy dtype name, e.g. "float32"
-    shape: Tuple[Dim, ...]
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TensorSpec":
-        return cls(data["name"], data["dtype"], tuple(data["shape"]))
-
-
-@dataclass
-class Grouping:
-    """How raw clouds become the graph's inputs: the manifest's `grouping` and `preprocessing` sections."""
-
-    mode: str = "graph"  # "graph" | "host"
-    preprocessing: dict = field(default_factory=dict)  # in_graph, normalize, num_groups, method, ...
-
-    @classmethod
-    def from_manifest(cls, manifest: dict) -> "Grouping":
-        return cls(manifest.get("grouping", "graph"), dict(manifest.get("preprocessing", {})))
-
 
 class Runtime:
     """Base class: input checks, host grouping and timing; backends override the `*_impl` hooks."""
 
     name = "base"
 
-    def __init__(self, grouping: Optional[Grouping] = None):
-        self.grouping = grouping or Grouping()
+    def __init__(self, preprocessing: Optional[Preprocessing] = None):
+        # Unknown point count (0) until a manifest or the model says it.
+        self.preprocessing = preprocessing or Preprocessing("graph", 0)
         self.inputs: List[TensorSpec] = []
         self.outputs: List[TensorSpec] = []
         self.provider = ""  # what actually runs, e.g. "CPUExecutionProvider" or "TensorRT 10.3.0"
@@ -85,14 +58,14 @@ class Runtime:
     def infer(self, points: np.ndarray) -> Dict[str, np.ndarray]:
         """(B, N, 3) raw clouds in any precision -> outputs by name; grouping happens wherever the model expects
         it. For a model that normalises, a cloud float32 would round (float64 map coordinates) is first moved
-        by its float64 centre (foundry_edge.preprocess.check_clouds): its outputs do not change by it."""
+        by its float64 centre (foundry_edge.data.preprocess.check_clouds): its outputs do not change by it."""
         return self.infer_feed(self.feed_from_points(points))
 
     def feed_from_points(self, points: np.ndarray) -> Dict[str, np.ndarray]:
         """(B, N, 3) -> the graph's feed: {points} or {neighbourhoods (B, G, K, 3), centers (B, G, 3)}."""
-        from foundry_edge.preprocess import feed_from_manifest
+        from foundry_edge.data.preprocess import feed_for
 
-        return feed_from_manifest(points, self.grouping.preprocessing)
+        return feed_for(points, self.preprocessing)
 
     def infer_feed(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """The graph's inputs by name -> outputs by name; checks the feed and times the call."""
@@ -116,7 +89,7 @@ class Runtime:
                 raise FoundryError(f"input {spec.name!r} must be {spec.dtype}, got {array.dtype}: cast it first")
             if array.ndim != len(spec.shape) or any(
                     isinstance(want, int) and want >= 0 and want != got for want, got in zip(spec.shape, array.shape)):
-                raise FoundryError(f"input {spec.name!r} must be shaped {_shape_text(spec.shape)}, "
+                raise FoundryError(f"input {spec.name!r} must be shaped {shape_text(spec.shape)}, "
                                    f"got {tuple(array.shape)}: resample the clouds to the model's point count")
 
     # -- reports ----------------------------------------------------------------------------------
@@ -127,17 +100,16 @@ class Runtime:
     @property
     def num_points(self) -> Optional[int]:
         """Points per cloud the model expects: the manifest's, else a fixed N in the input's shape."""
-        if self.grouping.preprocessing.get("num_points"):
-            return int(self.grouping.preprocessing["num_points"])
-        if self.grouping.mode == "graph" and self.inputs and isinstance(self.inputs[0].shape[1], int):
+        if self.preprocessing.num_points:
+            return self.preprocessing.num_points
+        if self.preprocessing.in_graph and self.inputs and isinstance(self.inputs[0].shape[1], int):
             return int(self.inputs[0].shape[1])
         return None
 
     @property
     def group_size(self) -> Optional[int]:
         """Points per group K, where known: a cloud with fewer points cannot fill one group."""
-        size = self.grouping.preprocessing.get("group_size")
-        return int(size) if size else None
+        return self.preprocessing.group_size or None
 
     @property
     def last_inference_time(self) -> Optional[float]:
@@ -171,15 +143,3 @@ def host_rss_bytes() -> Optional[int]:
         except (OSError, ValueError, IndexError):
             return None
     return psutil.Process().memory_info().rss
-
-
-def _shape_text(shape) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ")"
-
-
-def numpy_dtype_name(onnx_type: str) -> str:
-    """'tensor(float)' (ONNX Runtime's type string) -> 'float32'."""
-    table = {"float": "float32", "float16": "float16", "double": "float64", "int64": "int64",
-             "int32": "int32", "int8": "int8", "uint8": "uint8", "bool": "bool"}
-    inner = onnx_type[len("tensor("):-1] if onnx_type.startswith("tensor(") else onnx_type
-    return table.get(inner, inner)

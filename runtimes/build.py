@@ -250,7 +250,7 @@ def attach_calibrator(trt, cfg, info: ModelInfo, config: BuildConfig, has_qdq: b
         raise FoundryError(f"TensorRT {trt_compat.version(trt)} has no implicit INT8 calibrators: "
                            "run `foundry-edge calibrate` and build its Q/DQ ONNX")
     from foundry_edge.calibration import feeds as calib_feeds
-    from foundry_edge.calibration.trt_calibrator import make_calibrator
+    from foundry_edge.runtimes.calibrator import make_calibrator
 
     batches = []
     if config.calib:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from foundry_edge.errors import FoundryError
-from foundry_edge.runtimes.base import Grouping, TensorSpec
+from foundry_edge.contracts.preprocessing import Preprocessing
+from foundry_edge.contracts.tensors import TensorSpec
 
 DEFAULT_BATCH_PROFILE = [1, 1, 8]
 
@@ -22,7 +23,7 @@ DEFAULT_BATCH_PROFILE = [1, 1, 8]
 class ModelInfo:
     inputs: List[TensorSpec]
     outputs: List[TensorSpec]
-    grouping: Grouping
+    preprocessing: Preprocessing
     profiles: Dict[str, List[int]]  # dynamic axis name -> [min, opt, max]
     precision: str = "fp32"
     class_names: Optional[List[str]] = None
@@ -32,17 +33,16 @@ class ModelInfo:
 
     def to_dict(self) -> dict:
         """The part a TensorRT sidecar carries, so a plan runs without its ONNX and manifest."""
-        return {"name": self.name, "grouping": self.grouping.mode, "preprocessing": self.grouping.preprocessing,
+        return {"name": self.name, "grouping": self.preprocessing.placement, "preprocessing": self.preprocessing.to_manifest(),
                 "inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
                 "profiles": self.profiles, "precision": self.precision, "class_names": self.class_names,
                 "num_supertokens": self.num_supertokens}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelInfo":
-        grouping = Grouping.from_manifest({"grouping": data.get("grouping", "graph"),
-                                           "preprocessing": data.get("preprocessing", {})})
+        preprocessing = Preprocessing.from_section(data.get("preprocessing", {}), data.get("grouping", "graph"))
         return cls([TensorSpec.from_dict(s) for s in data["inputs"]], [TensorSpec.from_dict(s) for s in data["outputs"]],
-                   grouping, dict(data.get("profiles", {})), data.get("precision", "fp32"),
+                   preprocessing, dict(data.get("profiles", {})), data.get("precision", "fp32"),
                    data.get("class_names"), data.get("name", ""), num_supertokens=data.get("num_supertokens"))
 
 
@@ -65,7 +65,7 @@ def info_from_manifest(manifest: dict) -> ModelInfo:
     return ModelInfo(
         inputs=[TensorSpec.from_dict(s) for s in manifest["inputs"]],
         outputs=[TensorSpec.from_dict(s) for s in manifest["outputs"]],
-        grouping=Grouping.from_manifest(manifest),
+        preprocessing=Preprocessing.from_manifest(manifest),
         profiles={k: list(v) for k, v in manifest.get("profiles", {}).items()},
         precision=manifest.get("onnx", {}).get("precision", "fp32"),
         class_names=manifest.get("class_names") or model.get("class_names"),
@@ -93,11 +93,11 @@ def info_from_graph(path: Path) -> ModelInfo:
             raise FoundryError(f"{path.name}: host-grouped inputs need fixed group dims or a manifest, found "
                                f"{shape}: re-export it with its manifest")
         pre = {"num_groups": shape[1], "group_size": shape[2], "in_graph": False, "normalize": "centre-unit-sphere"}
-        grouping = Grouping.from_manifest({"grouping": "host", "preprocessing": pre})
+        preprocessing = Preprocessing.from_section(pre, "host")
     else:
-        grouping = Grouping("graph")
+        preprocessing = Preprocessing("graph", 0)
     profiles = {s.shape[0]: list(DEFAULT_BATCH_PROFILE) for s in inputs if s.shape and isinstance(s.shape[0], str)}
-    return ModelInfo(inputs, outputs, grouping, profiles, precision=onnx_precision(graph))
+    return ModelInfo(inputs, outputs, preprocessing, profiles, precision=onnx_precision(graph))
 
 
 def read_onnx(path: str | Path):

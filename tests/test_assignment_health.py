@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from conftest import tiny_overrides
+from tests.conftest import tiny_overrides
 from foundry_edge.assignment_health import (
     COLLAPSED_AT, agreement_report, assignment_health, describe, health_per_cloud, occupancy,
 )
@@ -98,7 +98,7 @@ def _flags(preset: str) -> list[str]:
 def checkpoints(tmp_path_factory):
     """{"collapsed": a DSO student whose queries are zeroed (every logit ties, argmax takes SuperToken 0),
     "spread": a K-Means student (seeds are its own centres: it uses every SuperToken)} -> checkpoint paths."""
-    from foundry_edge.checkpoint import save_checkpoint
+    from foundry_edge.checkpoints.format import save_checkpoint
     from foundry_edge.models import create_model
 
     folder = tmp_path_factory.mktemp("health")
@@ -188,7 +188,7 @@ def test_inspect_health_on_teacher_student_and_collapsed(checkpoints, capsys):
 
 def test_evaluate_reports_eval_mode_health_per_student(checkpoints):
     from foundry_edge.data.synthetic import SyntheticShapes
-    from foundry_edge.resolve import load_model
+    from foundry_edge.checkpoints.resolve import load_model
     from foundry_edge.training.evaluate import evaluate_model
     from foundry_edge.training.report import render_markdown
 

@@ -30,9 +30,9 @@ def convert(
     import torch
 
     from foundry_edge import __version__
-    from foundry_edge.checkpoint import checkpoint_hash, save_checkpoint
+    from foundry_edge.checkpoints.format import checkpoint_hash, save_checkpoint
     from foundry_edge.fileio import refuse_overwrite
-    from foundry_edge.importers import import_checkpoint
+    from foundry_edge.checkpoints.importers import import_checkpoint
     from foundry_edge.models.config import parse_overrides
 
     if not src.is_file():
@@ -86,7 +86,7 @@ def _compare_saved(path: Path, model) -> list[str]:
     """Keys whose tensors in the written file differ from the model's."""
     import torch
 
-    from foundry_edge.importers import import_checkpoint
+    from foundry_edge.checkpoints.importers import import_checkpoint
 
     saved, _, _ = import_checkpoint(path)
     theirs = saved.state_dict()

@@ -36,7 +36,7 @@ def export(
     max_points: Optional[int] = typer.Option(None, "--max-points", help="TensorRT profile max points (default 4 x points)."),
     outputs: Optional[str] = typer.Option(None, "--outputs", help="Comma-separated outputs, e.g. tokens,assignment,logits "
                                           "(default: all the model has; with --teacher, the teacher exports those it has)."),
-    grouping: str = typer.Option("graph", "--grouping", help="graph: FPS/kNN in the graph; host: foundry_edge.preprocess "
+    grouping: str = typer.Option("graph", "--grouping", help="graph: FPS/kNN in the graph; host: foundry_edge.data.preprocess "
                                  "groups before the engine."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Simplify with onnxsim (else onnxslim)."),
     check: bool = typer.Option(True, "--check/--no-check", help="ONNX Runtime vs PyTorch at two shapes."),

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from foundry_edge.cli.options import SEED
-from foundry_edge.resolve import PRESET_SEED
+from foundry_edge.checkpoints.resolve import PRESET_SEED
 
 
 def register(app: typer.Typer) -> None:
@@ -63,7 +63,7 @@ def inspect(
 def describe(spec: str, points: int | None, overrides: dict, health: str | None, limit: int, seed: int = PRESET_SEED) -> dict:
     """Everything `inspect` reports for one model, as a JSON-ready dict (`assignment_health` with --health)."""
     from foundry_edge.models.flops import measure_cost
-    from foundry_edge.resolve import load_model
+    from foundry_edge.checkpoints.resolve import load_model
 
     model, info = load_model(spec, seed=seed, **overrides)
     if points and points != model.config.num_points:

@@ -6,7 +6,7 @@ from typing import Callable
 
 import typer
 
-from foundry_edge.resolve import PRESET_SEED
+from foundry_edge.checkpoints.resolve import PRESET_SEED
 
 SEED = typer.Option(PRESET_SEED, "--seed", help=f"Seed of a preset's random weights (default {PRESET_SEED} in "
                     "every command, so a preset names the same weights in export, run, verify and inspect).")

@@ -80,7 +80,7 @@ def profile(
     from foundry_edge.profiling.machine import versions
 
     from foundry_edge.fileio import OutputSet, refuse_overwrite
-    from foundry_edge.resolve import BUNDLED
+    from foundry_edge.checkpoints.resolve import BUNDLED
 
     refuse_overwrite(out, [spec for spec in [*student, teacher] if spec and Path(spec).exists()], folder=True)
     config = ProfileConfig(

@@ -60,7 +60,7 @@ def run(
         outputs = merge_batches([rt.infer(chunk) for chunk in batches(read.points, batch)])
         seconds = time.perf_counter() - start
         class_names, num_supertokens = rt.class_names, rt.num_supertokens
-        normalisation = rt.grouping.preprocessing.get("normalize")
+        normalisation = rt.preprocessing.to_manifest()["normalize"]
     print_summary(outputs, read.names, class_names, num_supertokens)
     typer.echo(f"inference: {seconds * 1e3:.1f} ms for {len(read.points)} clouds")
     if output:
@@ -80,7 +80,7 @@ def backend_options(model: str, runtime: Optional[str], set_: List[str], device:
     """CLI options -> open_runtime keywords; options that do not apply to the chosen runtime are refused."""
     from foundry_edge.errors import FoundryError
     from foundry_edge.models.config import parse_overrides
-    from foundry_edge.resolve import PRESET_SEED
+    from foundry_edge.checkpoints.resolve import PRESET_SEED
     from foundry_edge.runtimes import VALID, model_kind
 
     chosen = runtime or VALID[model_kind(model)][0]

@@ -15,7 +15,7 @@ from typing import List, Optional
 import typer
 
 from foundry_edge.errors import FoundryError
-from foundry_edge.resolve import PRESET_SEED
+from foundry_edge.checkpoints.resolve import PRESET_SEED
 
 # Options shared by distill and finetune; each maps onto a TrainConfig field.
 DATA = typer.Option("synthetic", "--data", help="'synthetic', a ShapeNet55 folder or a folder of clouds.")
@@ -55,7 +55,7 @@ def _size(path: Path) -> str:
 
 def _train_config(steps, batch_size, lr, weight_decay, warmup, seed, log_every, checkpoint_every, device, augment):
     """The TrainConfig of the options, validated before any model or data is loaded."""
-    from foundry_edge.training.engine import TrainConfig
+    from foundry_edge.training.loop import TrainConfig
 
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup,
                          seed=seed, log_every=log_every, checkpoint_every=checkpoint_every, device=device,
@@ -88,7 +88,7 @@ def _start_line(command: str, train, data: str, dataset) -> None:
 
 def _finish(command: str, result, out: Path) -> None:
     """Write the final weights (no optimizer state) and say what was written."""
-    from foundry_edge.checkpoint import save_checkpoint
+    from foundry_edge.checkpoints.format import save_checkpoint
 
     if result.rank != 0:
         return
@@ -158,7 +158,7 @@ def finetune(
 ) -> None:
     """Fine-tune a teacher or student with a classification or part-segmentation head, then test it."""
     from foundry_edge.models.config import parse_overrides
-    from foundry_edge.resolve import load_model
+    from foundry_edge.checkpoints.resolve import load_model
     from foundry_edge.training.data import open_training_data
     from foundry_edge.training.evaluate import evaluate_model
     from foundry_edge.training.finetune import finetune as run_finetune
@@ -200,7 +200,7 @@ def evaluate(
     """Accuracy, part mIoU, few-shot probes, a student's eval-mode assignment health and teacher/student
     token agreement -> report.json + report.md."""
     from foundry_edge.fileio import OutputSet, refuse_overwrite
-    from foundry_edge.resolve import load_model
+    from foundry_edge.checkpoints.resolve import load_model
     from foundry_edge.training.data import open_training_data
 
     start = time.perf_counter()

@@ -37,7 +37,7 @@ def verify(
     """
     from foundry_edge.errors import FoundryError
     from foundry_edge.models.config import parse_overrides
-    from foundry_edge.resolve import PRESET_SEED
+    from foundry_edge.checkpoints.resolve import PRESET_SEED
     from foundry_edge.runtimes import model_kind, open_runtime
     from foundry_edge.runtimes.compare import TOLERANCES, batches, compare_outputs, gather_clouds, merge_batches
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from foundry_edge.errors import FoundryError
-from foundry_edge.resolve import PRESET_SEED
+from foundry_edge.checkpoints.resolve import PRESET_SEED
 
 ONNX_SUFFIXES = (".onnx",)
 PLAN_SUFFIXES = (".plan", ".engine")
@@ -52,7 +52,7 @@ class Subject:
 
 def build_model(spec: str, points: int, overrides: dict, seed: int = PRESET_SEED):
     """(preset | 'default' | checkpoint) -> PointModel for clouds of `points` points, c = N / 16 kept."""
-    from foundry_edge.resolve import load_model
+    from foundry_edge.checkpoints.resolve import load_model
 
     model, info = load_model(spec, seed=seed, **overrides)
     if points != model.config.num_points:

@@ -103,7 +103,7 @@ def run_sweep(config: SweepConfig, log: Log = print) -> dict:
     """Every entry trained, measured and profiled -> the sweep dict (sweep_report.write_sweep writes it)."""
     import torch
 
-    from foundry_edge.resolve import load_model
+    from foundry_edge.checkpoints.resolve import load_model
     from foundry_edge.training.data import open_training_data
 
     started = time.time()
@@ -155,7 +155,7 @@ def needs_onnx(config: SweepConfig) -> bool:
 
 def run_entry(config: SweepConfig, entry: Entry, teacher, train, test, log: Log) -> dict:
     """Load or distil, fine-tune, evaluate and export one entry; a failure becomes the row's error."""
-    from foundry_edge.checkpoint import save_checkpoint
+    from foundry_edge.checkpoints.format import save_checkpoint
 
     row = {"entry": entry.label, "role": "student", "num_supertokens": entry.num_supertokens,
            "gate_budget": entry.gate_budget, "status": "ok", "stage": None, "error": None}
@@ -187,7 +187,7 @@ def run_entry(config: SweepConfig, entry: Entry, teacher, train, test, log: Log)
 
 
 def load_student(entry: Entry):
-    from foundry_edge.resolve import load_model
+    from foundry_edge.checkpoints.resolve import load_model
 
     model, _ = load_model(entry.checkpoint)
     if model.config.kind != "student":
@@ -197,7 +197,7 @@ def load_student(entry: Entry):
 
 
 def train_config(config: SweepConfig, steps: int):
-    from foundry_edge.training.engine import TrainConfig
+    from foundry_edge.training.loop import TrainConfig
 
     return TrainConfig(steps=steps, batch_size=config.batch_size, lr=config.lr, warmup_steps=min(20, steps // 5),
                        seed=config.seed, log_every=max(1, steps // 5), checkpoint_every=steps, augment=True,

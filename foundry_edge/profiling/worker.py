@@ -21,7 +21,7 @@ import sys
 import time
 
 from foundry_edge.errors import FoundryError
-from foundry_edge.resolve import PRESET_SEED
+from foundry_edge.checkpoints.resolve import PRESET_SEED
 
 CUDA_RUNTIMES = ("ort-cuda", "ort-trt", "trt")
 

@@ -231,7 +231,7 @@ def resolve_model(spec_or_model, overrides: dict | None = None):
     A preset draws from the global RNG, which training seeds with its --seed just before: the same weights as
     `load_model(preset, seed=that seed)` gives export, run and verify.
     """
-    from foundry_edge.resolve import load_model
+    from foundry_edge.checkpoints.resolve import load_model
 
     if isinstance(spec_or_model, str):
         return load_model(spec_or_model, seed=None, **(overrides or {}))
@@ -249,7 +249,7 @@ def distill(teacher_spec, student_preset: str, dataset, out_dir, *, overrides: d
     """
     import torch
 
-    from foundry_edge.training.engine import Job, TrainConfig, fit
+    from foundry_edge.training.loop import Job, TrainConfig, fit
 
     train = train or TrainConfig()
     cfg = cfg or DistillConfig()

@@ -21,7 +21,7 @@ def with_head(model, task: str, num_outputs: int):
     The backbone's weights carry over; an existing head of the same size carries over too (so a
     fine-tune can continue), any other head starts fresh.
     """
-    from foundry_edge.checkpoint import load_weights
+    from foundry_edge.checkpoints.format import load_weights
     from foundry_edge.models.model import PointModel
 
     if task not in TASKS:
@@ -104,7 +104,7 @@ def finetune(model_spec, task: str, dataset, out_dir, *, overrides: dict | None 
 
     from foundry_edge.training.data import num_classes_of, num_parts_of
     from foundry_edge.training.distill import resolve_model, student_monitor
-    from foundry_edge.training.engine import Job, TrainConfig, fit
+    from foundry_edge.training.loop import Job, TrainConfig, fit
 
     train = train or TrainConfig()
     if task not in TASKS:
