@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from foundry_edge.models import create_model
-from foundry_edge.scenes import synthetic_scene
+from foundry_edge.data.synthetic import synthetic_scene
 
 MODELS = ("pointjepa-vits", "foundry-s16", "foundry-edge16")
 POINTS = (1024, 16384, 262144)

@@ -1,6 +1,6 @@
 """Grouping of large scenes: time, peak memory and FPS coverage against exact FPS.
 
-For each (N, G): the host scalable grouping (foundry_edge.data.scene_grouping) and, with --graph, the same
+For each (N, G): the host scalable grouping (foundry_edge.data.grouping.scalable) and, with --graph, the same
 grouping exported to ONNX and run on ONNX Runtime CPU, each timed in a fresh process; coverage = max
 over points of the distance to the nearest centre, as a ratio to exact FPS over all N points
 (fpsample's vanilla FPS from the same start point). Writes scaling_grouping.json and .md.
@@ -30,9 +30,9 @@ def peak_bytes() -> int:
 def host_worker(n: int, g: int) -> dict:
     import fpsample
 
-    from foundry_edge import scene_grouping as sg
+    from foundry_edge.data.grouping import scalable as sg
     from foundry_edge.data.transforms import normalize
-    from foundry_edge.scenes import synthetic_scene
+    from foundry_edge.data.synthetic import synthetic_scene
 
     points = normalize(synthetic_scene(n, seed=0))
     sg.group_scene(points[:4096], 16, 32)  # warm-up: imports, thread pools
@@ -50,7 +50,7 @@ def graph_worker(n: int, g: int, onnx_path: str) -> dict:
     import onnxruntime as ort
 
     from foundry_edge.data.transforms import normalize
-    from foundry_edge.scenes import synthetic_scene
+    from foundry_edge.data.synthetic import synthetic_scene
 
     points = normalize(synthetic_scene(n, seed=0))[None]
     session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])

@@ -3,7 +3,7 @@
 Every model is exported once with host grouping (inputs `neighbourhoods` (B, G, K, 3) and `centers`
 (B, G, 3), G dynamic); every (model, size) is then measured in a fresh worker process that imports no
 torch, so its peak RSS is the runtime's own. All models see the same scalable host grouping
-(foundry_edge.data.scene_grouping) of the same synthetic scene, G = N / points_per_group groups of K = 32.
+(foundry_edge.data.grouping.scalable) of the same synthetic scene, G = N / points_per_group groups of K = 32.
 Rows: grouping time, ORT latency (median of --iters after a warm-up), peak RSS, FLOPs (torch's
 FlopCounterMode on the meta device), the config's memory estimate. A worker that fails or runs out of
 time or memory becomes a row with an `error` field. Growth exponents are log-log least-squares slopes.
@@ -78,7 +78,7 @@ def model_flops(preset: str, overrides: dict) -> int:
 
 def run_worker(args, preset: str, onnx_path: Path, log2: int) -> dict:
     from foundry_edge.models import get_config
-    from foundry_edge.scenes import estimate_peak_bytes
+    from foundry_edge.models.memory import estimate_peak_bytes
 
     overrides = scene_overrides(1 << log2, args.points_per_group, args.group_size)
     row = dict(model=preset, num_points=1 << log2, num_groups=overrides["num_groups"], group_size=args.group_size,
@@ -163,9 +163,9 @@ def plot(rows: list, models: list, path: Path) -> None:
 def worker(args) -> None:
     import onnxruntime as ort
 
-    from foundry_edge.data import scene_grouping
+    from foundry_edge.data.grouping import scalable as scene_grouping
     from foundry_edge.data.transforms import normalize
-    from foundry_edge.scenes import synthetic_scene
+    from foundry_edge.data.synthetic import synthetic_scene
 
     def peak() -> int:
         """VmHWM of this process (ru_maxrss would keep the parent's peak across fork + exec)."""

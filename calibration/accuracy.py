@@ -1,18 +1,20 @@
 """What FP16 and INT8 cost against FP32, on held-out clouds, and which layers cost it.
 
-Judged as research/deploy-stack.md says (not by elementwise 1e-5 tolerances): token cosine, agreement
-of the DSO assignments and of the classification top-1, accuracy where labels exist, and whether the
-groups (centres) stayed the same. The assignment agreement comes with its flip rate, the agreement on
-the FP32 near-ties (lowest 10 % assignment margin) and the FP32 assignment's health: a collapsed DSO
+Measured and judged by the one comparator (runtimes.compare: summary_metrics, and the `accuracy`
+targets of its precision rows) as docs/platform-notes.md, "FP16 pitfalls" says, not by elementwise 1e-5 tolerances:
+token cosine, agreement of the DSO assignments and of the classification top-1, accuracy where labels
+exist, and whether the groups (centres) stayed the same. The assignment agreement comes with its flip
+rate, the agreement on the FP32 near-ties (lowest 10 % assignment margin) and the FP32 assignment's health: a collapsed DSO
 agrees 100 % in every precision, so its agreement is marked uninformative (foundry_edge/assignment_health.py).
 All variants run in ONNX Runtime on the CPU:
 - FP32: full graph optimisation.
-- FP16: ORT_ENABLE_EXTENDED (ENABLE_ALL segfaulted with FP16 and a dynamic batch, this-machine.md).
+- FP16: ORT_ENABLE_EXTENDED (ENABLE_ALL segfaulted with FP16 and a dynamic batch).
   ORT computes ops without an FP16 CPU kernel in FP32 after a cast, so this measures FP16 storage and
   rounding between ops, not FP16 accumulation inside a GEMM as on a GPU.
 - INT8: graph optimisations disabled, so each Q/DQ pair rounds in float and the layers run in FP32,
   which is how TensorRT computes Q/DQ (int8 GEMMs accumulate exactly in int32). ORT's fused int8
-  kernels saturate on CPUs without VNNI (this-machine.md), which would be the CPU's error, not the model's.
+  kernels saturate on CPUs without VNNI (docs/platform-notes.md, "ONNX Runtime on this project's CPUs"):
+  the CPU's error, not the model's.
 """
 
 from __future__ import annotations
@@ -24,64 +26,31 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from foundry_edge.assignment_health import agreement_report, assignment_health, describe
+from foundry_edge.assignment_health import assignment_health, describe
 from foundry_edge.calibration.feeds import Feed
 from foundry_edge.fileio import write_json_atomic, write_text_atomic
+from foundry_edge.runtimes.compare import TOLERANCES, summary_metrics
+from foundry_edge.runtimes.ort import make_session
 
-TARGETS = {  # metric -> minimum, per precision (issue 6)
-    "int8": {"token_cosine_mean": 0.99, "assignment_agreement": 0.97, "top1_agreement": 0.98},
-    "fp16": {"assignment_agreement": 0.995},
-}
 HOW = {"fp32": "ORT CPU, ORT_ENABLE_ALL",
        "fp16": "ORT CPU, ORT_ENABLE_EXTENDED (FP16 storage; FP32 compute where ORT has no FP16 kernel)",
        "int8": "ORT CPU, optimisations disabled: Q/DQ simulated unfused, as TensorRT computes it"}
+OPTIMIZATION = {"fp32": "all", "fp16": "extended", "int8": "disabled"}  # why: see the module's docstring
 
 
 def run_onnx(path: str | Path, feeds: Sequence[Feed], precision: str) -> Dict[str, np.ndarray]:
     """Run every feed through one model -> {output name: outputs concatenated over the batches}."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = {
-        "fp32": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        "fp16": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "int8": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    }[precision]
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = make_session(path, optimization=OPTIMIZATION[precision])
     names = [o.name for o in session.get_outputs()]
     runs = [session.run(names, feed) for feed in feeds]
     return {name: np.concatenate([r[i] for r in runs]) for i, name in enumerate(names)}
-
-
-def compare(ref: Dict[str, np.ndarray], out: Dict[str, np.ndarray], labels: Optional[np.ndarray],
-            num_supertokens: Optional[int] = None) -> dict:
-    """Metrics of `out` against `ref` (both from run_onnx); only those the model's outputs allow."""
-    metrics: dict = {}
-    if "tokens" in ref:
-        a, b = ref["tokens"].astype(np.float64), out["tokens"].astype(np.float64)  # (B, G, D)
-        cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
-        metrics.update(token_cosine_mean=float(cos.mean()), token_cosine_min=float(cos.min()))
-    if "centers" in ref:  # the same point picked (up to the normalisation's float rounding) = the same group
-        same = np.all(np.abs(ref["centers"] - out["centers"]) <= 1e-5, axis=-1)
-        metrics["center_agreement"] = float(same.mean())
-    if "assignment" in ref:
-        report = agreement_report(ref["assignment"], out["assignment"], num_supertokens, ref.get("assignment_margin"))
-        metrics.update(assignment_agreement=report["agreement"], assignment_flip_rate=report["flip_rate"])
-        if report["low_margin_agreement"] is not None:
-            metrics["low_margin_assignment_agreement"] = report["low_margin_agreement"]
-    if "logits" in ref:
-        top_ref, top_out = ref["logits"].argmax(-1), out["logits"].argmax(-1)
-        metrics["top1_agreement"] = float((top_ref == top_out).mean())
-        if labels is not None:
-            metrics["top1_accuracy"] = float((top_out == labels).mean())
-    return metrics
 
 
 def check_targets(precision: str, metrics: dict, informative: bool) -> List[dict]:
     """Each target that applies to the metrics present: {metric, minimum, value, passed}; the assignment
     target also says whether it is `informative` (False: the FP32 assignment collapsed)."""
     targets = [{"metric": m, "minimum": low, "value": metrics[m], "passed": metrics[m] >= low}
-               for m, low in TARGETS.get(precision, {}).items() if m in metrics]
+               for m, low in TOLERANCES[precision].accuracy.items() if m in metrics]
     for target in targets:
         if target["metric"] == "assignment_agreement":
             target["informative"] = informative
@@ -101,7 +70,7 @@ def accuracy_report(models: Dict[str, Path], feeds: Sequence[Feed], labels: Opti
     rows = {}
     for precision, path in models.items():
         out = ref if precision == "fp32" else run_onnx(path, feeds, precision)
-        metrics = compare(ref, out, label_array, num_supertokens)
+        metrics = summary_metrics(ref, out, label_array, num_supertokens)
         rows[precision] = {"model": str(path), "how": HOW[precision], "metrics": metrics,
                            "targets": check_targets(precision, metrics, informative)}
     checks = [t for row in rows.values() for t in row["targets"]]
@@ -133,7 +102,7 @@ def sensitivity_sweep(src: Path, calib_feeds: Sequence[Feed], eval_feeds: Sequen
         for layer, nodes in layers.items():
             out_path = Path(tmp) / "one-layer.onnx"
             quantize_int8(src, out_path, calib_feeds, replace(options, only_nodes=nodes))
-            metrics = compare(reference, run_onnx(out_path, eval_feeds, "int8"), None)
+            metrics = summary_metrics(reference, run_onnx(out_path, eval_feeds, "int8"))
             rows.append({"layer": layer, "nodes": len(nodes), "metrics": metrics})
     key = "assignment_agreement" if any("assignment_agreement" in r["metrics"] for r in rows) else "token_cosine_mean"
     return sorted(rows, key=lambda r: r["metrics"].get(key, 1.0))

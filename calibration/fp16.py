@@ -1,7 +1,7 @@
 """FP32 ONNX -> mixed FP16 ONNX, the form strongly typed TensorRT 11 builds FP16 engines from.
 
 TensorRT 11 removed the FP16 builder flag: precision comes from the ONNX itself. Everything converts
-to FP16 except what overflows or flips there (research/deploy-stack.md, "FP16 pitfalls"): LayerNorm and
+to FP16 except what overflows or flips there (docs/platform-notes.md, "FP16 pitfalls"): LayerNorm and
 Softmax reductions, and every node feeding a hard decision (FPS/kNN distances, DSO logits, the gate),
 found by graph.py. Inputs and outputs stay FP32 (keep_io_types), so runtimes feed the same arrays.
 

@@ -2,7 +2,7 @@
 
 Hard decisions (ArgMax/ArgMin, TopK, comparisons) flip at near-ties when their inputs lose precision:
 the FPS and kNN distances then pick other groups, the DSO logits other SuperTokens, the gate other
-bypass tokens (research/deploy-stack.md, "FP16 pitfalls"). So every node upstream of a decision stays
+bypass tokens (docs/platform-notes.md, "FP16 pitfalls"). So every node upstream of a decision stays
 in FP32, walking back through at most two weighted layers: the one that produces the scores (the DSO
 logits MatMul against the SuperToken queries) and the projection feeding it (the key Linear).
 LayerNorm and Softmax reductions stay FP32 by op type (a LayerNorm decomposed for TensorRT 8.5, by its

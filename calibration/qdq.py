@@ -1,6 +1,6 @@
 """Point clouds -> a symmetric Q/DQ INT8 ONNX that TensorRT 8.5 to 11 accepts (explicit quantization).
 
-TensorRT wants int8 Q/DQ with zero points 0 and no bias quantization (research/deploy-stack.md, "INT8
+TensorRT wants int8 Q/DQ with zero points 0 and no bias quantization (docs/platform-notes.md, "INT8
 and FP16"). ONNX Runtime's `quantize_static` gives that with QuantFormat.QDQ, QInt8 activations and
 weights, per-channel weights and the extra options ActivationSymmetric / WeightSymmetric = True,
 QuantizeBias = False. Only the inputs of Conv / MatMul / Gemm get Q/DQ by default: those are the layers

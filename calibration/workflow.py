@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from foundry_edge.assignment_health import describe
-from foundry_edge.calibration.feeds import Preprocessing, open_clouds, preprocessing_from, prepare
+from foundry_edge.calibration.feeds import preprocessing_from, prepare
+from foundry_edge.data.loader import CloudLoader
 from foundry_edge.calibration.qdq import QuantizeOptions
+from foundry_edge.contracts.manifest import manifest_path, read_manifest
+from foundry_edge.contracts.onnx_graph import graph_specs, onnx_precision, read_onnx
+from foundry_edge.contracts.preprocessing import Preprocessing
 from foundry_edge.errors import FoundryError
-from foundry_edge.export.manifest import manifest_path, read_manifest
 from foundry_edge.fileio import OutputSet, refuse_overwrite, sha256_file, write_json_atomic
 from foundry_edge.interrupts import signal_point
 from foundry_edge.runtimes.model_info import num_supertokens_of
@@ -61,8 +64,6 @@ class CalibrateConfig:
 
 def load_model_facts(config: CalibrateConfig, role: str = "the model to calibrate"):
     """(manifest or None, preprocessing, input names) of an FP32 ONNX, refusing a missing or lower-precision one."""
-    from foundry_edge.runtimes.model_info import onnx_precision, read_onnx
-
     if not config.model.is_file():
         raise FoundryError(f"expected an ONNX model, found nothing at {config.model}: export it first "
                            "(foundry-edge export)")
@@ -102,10 +103,10 @@ def calibrate(config: CalibrateConfig, log: Log = print, on_feed=None) -> dict:
     config.quantize.validate()
     manifest, pre, names = load_model_facts(config)
     _refuse_overwriting(config)
-    clouds = open_clouds(config.data, config.samples, "calibration", config.seed, pre.num_points, pre.group_size or 1,
-                         config.drop_invalid)
+    clouds = CloudLoader(config.data, pre.num_points, config.samples, split="calibration", seed=config.seed,
+                         min_points=pre.group_size or 1, drop_invalid=config.drop_invalid)()
     feeds = prepare(clouds, pre, names, config.batch, config.seed)
-    log(f"calibrating {config.model.name} ({pre.grouping} grouping, {pre.num_points} points) on {config.samples} "
+    log(f"calibrating {config.model.name} ({pre.placement} grouping, {pre.num_points} points) on {config.samples} "
         f"clouds of {clouds.source}: {_backend_version(config.quantize.backend)}, method {config.quantize.method}")
     cache = config.quantize.cache_path
     folders = [config.output_path.parent] + ([Path(cache).parent] if cache else []) + \
@@ -163,8 +164,8 @@ def report(config: CalibrateConfig, manifest: Optional[dict], pre: Preprocessing
     start = time.perf_counter()
     convert_to_fp16(config.model, fp16)
     log(f"converted {config.model.name} to FP16 ({_mib(fp16)}) in {time.perf_counter() - start:.1f} s")
-    held_out = open_clouds(config.eval_data or config.data, config.eval_samples, "test", config.seed, pre.num_points,
-                          pre.group_size or 1, config.drop_invalid)
+    held_out = CloudLoader(config.eval_data or config.data, pre.num_points, config.eval_samples, split="test",
+                           seed=config.seed, min_points=pre.group_size or 1, drop_invalid=config.drop_invalid)()
     feeds = prepare(held_out, pre, names, config.batch, config.seed)
     log(f"measuring FP32 vs FP16 vs INT8 on {config.eval_samples} held-out clouds of {held_out.source}")
     start = time.perf_counter()
@@ -202,7 +203,7 @@ def _manifest_from_graph(model, pre: Preprocessing, config: CalibrateConfig) -> 
     """What an export would have written, from what the graph and the options tell (no model config, no checks;
     group sizes only where the options gave them)."""
     from foundry_edge.export.manifest import build_manifest
-    from foundry_edge.runtimes.model_info import DEFAULT_BATCH_PROFILE, graph_specs
+    from foundry_edge.runtimes.model_info import DEFAULT_BATCH_PROFILE
 
     inputs, outputs = graph_specs(model.graph)
     stamped = {p.key: p.value for p in model.metadata_props}
@@ -210,7 +211,7 @@ def _manifest_from_graph(model, pre: Preprocessing, config: CalibrateConfig) -> 
     return build_manifest(
         model={"name": stamped.get("foundry_edge.model", config.model.stem), "kind": stamped.get("foundry_edge.kind"),
                "config": None, "checkpoint": None, "class_names": None},
-        onnx={}, grouping=pre.grouping, preprocessing={k: v for k, v in pre.to_manifest().items() if v != 0},
+        onnx={}, grouping=pre.placement, preprocessing={k: v for k, v in pre.to_manifest().items() if v != 0},
         inputs=[s.to_dict() for s in inputs], outputs=[s.to_dict() for s in outputs],
         profiles={axis: list(DEFAULT_BATCH_PROFILE) for axis in axes}, versions={},
         checks={"passed": True, "items": []}, export_options={})
@@ -259,7 +260,8 @@ def evaluate(model: Path, int8: Optional[Path], fp16: Optional[Path], data: List
             fp16 = folder / (model.stem + ".fp16.onnx")
             convert_to_fp16(model, fp16)
             log(f"converted {model.name} to FP16 ({_mib(fp16)})")
-        held_out = open_clouds(data, samples, "test", seed, pre.num_points, pre.group_size or 1, drop_invalid)
+        held_out = CloudLoader(data, pre.num_points, samples, split="test", seed=seed, min_points=pre.group_size or 1,
+                               drop_invalid=drop_invalid)()
         log(f"measuring FP32 vs {'FP16 vs INT8' if int8 else 'FP16'} on {samples} clouds of {held_out.source}")
         start = time.perf_counter()
         models = {"fp32": model, "fp16": fp16, **({"int8": int8} if int8 is not None else {})}
@@ -278,8 +280,6 @@ def check_variant(reference: Path, path: Path, precision: str) -> None:
     """Refuse an --int8 / --fp16 file that is missing, corrupt, not that precision, or another model than the
     reference: other inputs or outputs, another model or preprocessing stamped in it, or (by its manifest)
     quantized from another ONNX."""
-    from foundry_edge.runtimes.model_info import graph_specs, onnx_precision, read_onnx
-
     flag = f"--{precision}"
     if not path.is_file():
         raise FoundryError(f"expected an ONNX model for {flag}, found nothing at {path}: check the path")

@@ -7,7 +7,8 @@ in onnx_config.py; the manifest sidecar in manifest.py. Importing this package
 does not import torch.
 """
 
-from foundry_edge.export.manifest import read_manifest, write_manifest
+from foundry_edge.contracts.manifest import read_manifest
+from foundry_edge.export.manifest import write_manifest
 from foundry_edge.export.pipeline import (
     Artifact, ExportCheckError, ExportOptions, ExportResult, export_model, onnx_config_for,
 )

@@ -1,7 +1,7 @@
 """What one ONNX export of a PointModel declares, in one place (the optimum-onnx OnnxConfig idea).
 
 Input and output names, dtypes and dims (a string dim is dynamic), the TensorRT profile of every
-dynamic axis, the example clouds, the shapes validation runs at, and the tolerances. Generic export
+dynamic axis, the shapes validation runs at, and the tolerance row (runtimes.compare.TOLERANCES). Generic export
 code reads this and never asks which model it exports.
 
     graph grouping: points (batch, num_points, 3) raw -> outputs
@@ -10,39 +10,15 @@ code reads this and never asks which model it exports.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from foundry_edge.export.targets import DEFAULT_TARGET, EXPORTER_OPSETS
 from foundry_edge.models.config import ModelConfig
-from foundry_edge.runtimes.base import TensorSpec  # the runtimes' spec: a string dim is dynamic
-
-# Every output a PointModel can give, in the order the exported graph lists them.
-OUTPUT_ORDER = ("tokens", "centers", "assignment", "assignment_margin", "gate_prob", "logits", "seg_logits")
-GROUPINGS = ("graph", "host")
-
-
-def available_outputs(config: ModelConfig, grouping: str) -> tuple[str, ...]:
-    """The outputs `config`'s model produces; seg_logits needs the points, so graph grouping only.
-
-    With host grouping `centers` is an input the host already holds, so it is no output.
-    """
-    student = config.kind == "student"
-    has = {"tokens": True, "centers": grouping == "graph", "assignment": student, "assignment_margin": student,
-           "gate_prob": student and config.gate, "logits": bool(config.num_classes),
-           "seg_logits": bool(config.num_part_classes) and grouping == "graph"}
-    return tuple(name for name in OUTPUT_ORDER if has[name])
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    """FP32 ONNX Runtime vs PyTorch: relative max error, worst per-cloud cosine, int agreement."""
-
-    max_rel: float = 1e-4  # max |onnx - torch| / max |torch|
-    min_cosine: float = 0.99999
-    min_agreement: float = 1.0  # assignment indices must match exactly in FP32
-
+from foundry_edge.contracts.preprocessing import Preprocessing
+from foundry_edge.contracts.tensors import TensorSpec, input_specs, output_specs
+from foundry_edge.runtimes.compare import TOLERANCES, Tolerance
 
 @dataclass(frozen=True)
 class PointModelOnnxConfig:
@@ -57,7 +33,7 @@ class PointModelOnnxConfig:
     max_points: int
     opset: int  # the written file's; export/targets.py says which the target takes
     target: str = DEFAULT_TARGET  # the TensorRT the file is for (export/targets.py)
-    tolerances: Tolerances = field(default_factory=Tolerances)
+    tolerances: Tolerance = TOLERANCES["export"]  # FP32 ONNX Runtime vs PyTorch (runtimes.compare)
 
     @property
     def export_opset(self) -> int:
@@ -72,23 +48,14 @@ class PointModelOnnxConfig:
     def _batch_dim(self):
         return "batch" if self.dynamic_batch else self.batch
 
+    def _points_dim(self):
+        return "num_points" if self.dynamic_points else self.num_points
+
     def input_specs(self) -> list[TensorSpec]:
-        b, m = self._batch_dim(), self.model
-        if self.grouping == "host":
-            return [TensorSpec("neighbourhoods", "float32", (b, m.num_groups, m.group_size, 3)),
-                    TensorSpec("centers", "float32", (b, m.num_groups, 3))]
-        n = "num_points" if self.dynamic_points else self.num_points
-        return [TensorSpec("points", "float32", (b, n, 3))]
+        return input_specs(self.model, self.grouping, self._batch_dim(), self._points_dim())
 
     def output_specs(self) -> list[TensorSpec]:
-        b, m = self._batch_dim(), self.model
-        n = "num_points" if self.dynamic_points else self.num_points
-        g = m.num_groups
-        shapes = {"tokens": ("float32", (b, g, m.token_dim)), "centers": ("float32", (b, g, 3)),
-                  "assignment": ("int64", (b, g)), "assignment_margin": ("float32", (b, g)),
-                  "gate_prob": ("float32", (b, g)),
-                  "logits": ("float32", (b, m.num_classes)), "seg_logits": ("float32", (b, n, m.num_part_classes))}
-        return [TensorSpec(name, *shapes[name]) for name in self.outputs]
+        return output_specs(self.model, self.outputs, self._batch_dim(), self._points_dim())
 
     def profiles(self) -> dict[str, list[int]]:
         """TensorRT min/opt/max per dynamic axis (opt batch 1: one cloud at a time on the edge)."""
@@ -111,24 +78,18 @@ class PointModelOnnxConfig:
         shapes = [(self.batch, self.num_points), (second_batch, second_points)]
         return shapes[:1] if shapes[0] == shapes[1] else shapes
 
-    def preprocessing(self) -> dict:
+    def preprocessing_spec(self) -> Preprocessing:
         m = self.model
-        return {"normalize": "centre-unit-sphere" if m.normalize_input else "none",
-                "in_graph": self.grouping == "graph", "num_points": self.num_points,
-                "num_groups": m.num_groups, "group_size": m.group_size, "fps_start": "farthest-from-centroid",
-                "method": m.grouping, "fps_candidates": m.fps_candidates}
+        return Preprocessing(self.grouping, self.num_points, m.num_groups, m.group_size, m.normalize_input, m.grouping,
+                             m.fps_candidates)
+
+    def preprocessing(self) -> dict:
+        """The manifest's `preprocessing` section."""
+        return self.preprocessing_spec().to_manifest()
 
     def feed(self, points: np.ndarray) -> dict[str, np.ndarray]:
         """(B, N, 3) raw clouds -> this graph's inputs (host grouping runs foundry_edge.data.preprocess)."""
-        from foundry_edge.data.preprocess import feed_from_manifest
+        from foundry_edge.data.preprocess import feed_for
 
-        return feed_from_manifest(points, self.preprocessing())
+        return feed_for(points, self.preprocessing_spec())
 
-
-def example_clouds(batch: int, num_points: int, seed: int) -> np.ndarray:
-    """(B, N, 3) float32 noisy ellipsoids, off-centre and unscaled: deterministic for a seed."""
-    rng = np.random.default_rng(seed)
-    pts = rng.normal(size=(batch, num_points, 3))
-    pts /= np.linalg.norm(pts, axis=-1, keepdims=True)
-    pts = pts * rng.uniform(0.3, 2.0, size=(batch, 1, 3)) + rng.normal(size=(batch, 1, 3))
-    return (pts + 0.01 * rng.normal(size=pts.shape)).astype(np.float32)

@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from foundry_edge.errors import FoundryError, require
-from foundry_edge.export.manifest import build_manifest, manifest_path, write_manifest
-from foundry_edge.export.onnx_config import GROUPINGS, PointModelOnnxConfig, available_outputs
+from foundry_edge.contracts.manifest import manifest_path
+from foundry_edge.export.manifest import build_manifest, write_manifest
+from foundry_edge.contracts.preprocessing import PLACEMENTS
+from foundry_edge.contracts.tensors import available_outputs
+from foundry_edge.export.onnx_config import PointModelOnnxConfig
 from foundry_edge.export.targets import DEFAULT_TARGET, get_target, opset_problem
 from foundry_edge.export.validate import CheckResult
 from foundry_edge.fileio import OutputSet, refuse_overwrite
@@ -76,7 +79,7 @@ class ExportOptions:
 def _option_conflicts(o: ExportOptions) -> list:
     """(is it wrong, what to say) for every combination that cannot work."""
     return [
-        (o.grouping not in GROUPINGS, f"grouping {o.grouping!r}: expected one of {GROUPINGS}"),
+        (o.grouping not in PLACEMENTS, f"grouping {o.grouping!r}: expected one of {PLACEMENTS}"),
         (o.trt_check not in TRT_CHECK_MODES, f"trt check {o.trt_check!r}: expected one of {TRT_CHECK_MODES}"),
         (o.static and o.dynamic_batch is True, "--static contradicts --dynamic-batch: drop one of them"),
         (o.static and o.dynamic_points is True, "--static contradicts --dynamic-points: drop one of them"),
@@ -186,7 +189,7 @@ def check_memory(model_config, config: PointModelOnnxConfig, role: str) -> None:
     points: `default` at 400k points peaked at 2.1 GiB where one batch-3 inference is estimated at 0.74 GiB,
     so the checks count as CHECK_COPIES times their largest batch.
     """
-    from foundry_edge.scenes import available_memory_bytes, check_budget
+    from foundry_edge.models.memory import available_memory_bytes, check_budget
 
     budget = available_memory_bytes()
     if budget is None:
@@ -366,6 +369,7 @@ def _manifest(model, info, config: PointModelOnnxConfig, options: ExportOptions,
 
     from foundry_edge import __version__
     from foundry_edge.checkpoints.resolve import class_names_of
+    from foundry_edge.models.flops import cost_section
 
     source = info.get("path") or f"{info['source']}:{info.get('name', model.config.name)}"
     if "weights" in info:
@@ -375,7 +379,7 @@ def _manifest(model, info, config: PointModelOnnxConfig, options: ExportOptions,
                       "dynamic_batch": config.dynamic_batch, "dynamic_points": config.dynamic_points,
                       "outputs": list(config.outputs), "simplify": options.simplify, "check": options.check,
                       "trt_check": options.trt_check, "seed": options.seed}
-    return build_manifest(
+    manifest = build_manifest(
         model={"name": model.config.name, "kind": model.config.kind, "config": model.config.to_dict(),
                "checkpoint": {"source": source, "sha256": info.get("sha256")},
                "class_names": info.get("class_names") or class_names_of(model.config)},
@@ -388,6 +392,8 @@ def _manifest(model, info, config: PointModelOnnxConfig, options: ExportOptions,
                   "onnxruntime": _version("onnxruntime").strip(), "simplifier": simplifier},
         checks={"passed": all(c.passed for c in checks), "items": [c.to_dict() for c in checks]},
         export_options=export_options)
+    manifest["cost"] = cost_section(model, config.num_points, config.min_points)  # profile's FLOPs without torch
+    return manifest
 
 
 def _stage(built: list, out_dir: Path, options: ExportOptions, outputs: OutputSet) -> ExportResult:

@@ -77,7 +77,8 @@ def decompose_layer_norm(model):
 
         y = (x - mean(x)) / sqrt(mean((x - mean(x))^2) + epsilon) * scale + bias   over axes [axis, rank)
 
-    For TensorRT 8.5, which has no LayerNormalization importer (research/deploy-stack.md). The
+    For TensorRT 8.5, which has no LayerNormalization importer (docs/platform-notes.md, "TensorRT versions and
+    ONNX opsets"). The
     primitives are FP32 like the graph; in FP16 the squares and their mean overflow, so each node is
     named `<output>/LayerNorm/<op>` for precision tools to keep in FP32. Needs opset 17 (axes as
     attributes): run after to_opset17.

@@ -1,5 +1,6 @@
 """Graph simplification: onnxsim where installed (it folds constants and fuses MatMul+Add into Gemm),
-else onnxslim (pure Python, cleans up only). Both keep dynamic dims (research/this-machine.md)."""
+else onnxslim (pure Python, cleans up only). Both keep dynamic dims (docs/platform-notes.md, "Exporter
+(torch.onnx dynamo)")."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Which TensorRT an export is for: the opsets and IR versions it may be written at, and the graph
 rewrites it needs.
 
-One table (research/deploy-stack.md, onnx-tensorrt's changelog): TensorRT 8.x documents ONNX opsets up
-to 17, and 8.5 has no LayerNormalization importer. The dynamo exporter writes opset 18 at the lowest,
+One table (docs/platform-notes.md, "TensorRT versions and ONNX opsets"; onnx-tensorrt's changelog): TensorRT
+8.x documents ONNX opsets up to 17, and 8.5 has no LayerNormalization importer. The dynamo exporter writes opset 18 at the lowest,
 so opset 17 is reached by converting the written graph (export/rewrites.py).
 
 The IR version is the lowest that holds the opset (onnx's VERSION_TABLE: opsets 17-18 -> IR 8, 19-20

@@ -1,4 +1,4 @@
-"""PyTorch -> ONNX with the dynamo exporter, as research/this-machine.md measured it works.
+"""PyTorch -> ONNX with the dynamo exporter, as measured to work (docs/platform-notes.md, "Exporter (torch.onnx dynamo)").
 
 - `torch.onnx.export(..., dynamo=True, external_data=False)`: one self-contained file.
 - opset 18-20: at 23+ the exporter emits the ONNX Attention op, which TensorRT builders reject; below
@@ -17,7 +17,8 @@ import io
 import logging
 import warnings
 
-from foundry_edge.export.onnx_config import PointModelOnnxConfig, example_clouds
+from foundry_edge.data.synthetic import example_clouds
+from foundry_edge.export.onnx_config import PointModelOnnxConfig
 
 
 def export_module(model, config: PointModelOnnxConfig):

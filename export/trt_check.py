@@ -3,7 +3,7 @@
 Works with full TensorRT (8.5 to 11) and with TensorRT-RTX, whose parser and builder run without a GPU
 (a graph check only: RTX is a different product than TensorRT for Jetson). Every TensorRT version
 branch (network flags, error fields, supports_model_v2) lives in runtimes/trt_compat.py. One trap
-measured in research/this-machine.md: keep a Python reference to the network (a temporary one segfaults).
+measured (docs/platform-notes.md, "TensorRT Python API quirks"): keep the network referenced (a temporary one segfaults).
 """
 
 from __future__ import annotations

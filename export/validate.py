@@ -1,6 +1,7 @@
 """Checks every export ends with: is the written file valid, shaped as asked, deployable, and equal
 to the PyTorch reference? Each check returns a CheckResult; none raises, so a report lists them all
-(optimum-onnx's validate_model_outputs collects failures the same way)."""
+(optimum-onnx's validate_model_outputs collects failures the same way). Parity is measured and judged by
+the one comparator (runtimes.compare) at the config's tolerance row (its "export" row by default)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from foundry_edge.assignment_health import agreement_report, describe
-from foundry_edge.errors import require
-from foundry_edge.export.onnx_config import PointModelOnnxConfig, example_clouds
+from foundry_edge.assignment_health import describe
+from foundry_edge.data.loader import CloudLoader
+from foundry_edge.export.onnx_config import PointModelOnnxConfig
 from foundry_edge.export.targets import DEFAULT_TARGET, get_target
+from foundry_edge.runtimes.compare import assignment_figures, failures
+from foundry_edge.runtimes.compare import output_metrics
+from foundry_edge.runtimes.ort import make_session
 
-# Ops the written graph must not hold, and why (research/deploy-stack.md).
+# Ops the written graph must not hold, and why (docs/platform-notes.md, "TensorRT versions and ONNX opsets").
 FORBIDDEN_OPS = {
     "OneHot": "not parsed by TensorRT 8.5; the model uses ArgMax + Equal",
     "ScatterND": "reductions are not parsed by TensorRT; the model groups with MatMul",
@@ -158,56 +162,20 @@ def check_reduce_axes(model) -> CheckResult:
                                             f"{as_input} initializers", metrics)
 
 
-def compare_outputs(ref: np.ndarray, got: np.ndarray) -> dict:
-    """Reference vs ONNX Runtime: max abs/rel error and worst per-cloud cosine, or int agreement.
-
-    Equal infinities count as equal (the assignment margin is +inf with one SuperToken); any other
-    NaN or inf on either side is counted as `nonfinite`.
-    """
-    if ref.shape != got.shape:
-        return {"shape": f"{list(got.shape)} != reference {list(ref.shape)}"}
-    if np.issubdtype(ref.dtype, np.integer):
-        return {"agreement": float(np.mean(ref == got)) if ref.size else 1.0}
-    same_inf = np.isinf(ref) & (ref == got)
-    nonfinite = int(((~np.isfinite(ref) | ~np.isfinite(got)) & ~same_inf).sum())
-    if nonfinite:
-        return {"nonfinite": nonfinite}
-    ref64, got64 = (np.where(same_inf, 0.0, a.astype(np.float64)).reshape(len(a), -1) for a in (ref, got))
-    diff = np.abs(ref64 - got64)
-    norms = np.linalg.norm(ref64, axis=1) * np.linalg.norm(got64, axis=1)
-    cosine = np.where(norms > 0, (ref64 * got64).sum(1) / np.maximum(norms, 1e-300), 1.0)
-    scale = float(np.abs(ref64).max()) if ref64.size else 0.0
-    return {"max_abs": float(diff.max()) if diff.size else 0.0,
-            "max_rel": float(diff.max() / scale) if scale > 0 else float(diff.max() if diff.size else 0.0),
-            "cosine": float(cosine.min()) if cosine.size else 1.0}
-
-
-def assignment_figures(ref: np.ndarray, got: np.ndarray, margin: np.ndarray | None, num_supertokens: int) -> dict:
-    """What the assignment agreement is worth: flip rate, near-tie agreement and the reference's health
-    (a collapsed assignment agrees 100 % whatever the export did: see foundry_edge/assignment_health.py)."""
-    report = agreement_report(ref, got, num_supertokens, margin)
-    return {k: report[k] for k in ("flip_rate", "low_margin_agreement", "health", "informative")}
-
-
 def _judge(name: str, metrics: dict, config: PointModelOnnxConfig) -> tuple[bool, str]:
-    tol = config.tolerances
-    if "shape" in metrics:
-        return False, f"{name} shape {metrics['shape']}"
-    if "nonfinite" in metrics:
-        return False, f"{name} has {metrics['nonfinite']} NaN/inf values (reference + ONNX)"
+    """One output's metrics (runtimes.compare.output_metrics) judged by the config's tolerance row -> (passed, text)."""
+    found = failures(metrics, config.tolerances)
+    if "shape" in metrics or "nonfinite" in metrics:
+        return False, f"{name} " + (f"shape {metrics['shape']}" if "shape" in metrics
+                                    else f"has {metrics['nonfinite']} NaN/inf values (reference + ONNX)")
     if "agreement" in metrics:
-        ok = metrics["agreement"] >= tol.min_agreement
-        text = f"{name} {100 * metrics['agreement']:.2f}% agree" + ("" if ok else f" (< {100 * tol.min_agreement:g}%)")
+        text = f"{name} {100 * metrics['agreement']:.2f}% agree"
+        text += f" (< {100 * config.tolerances.min_agreement:g}%)" if found else ""
         if "health" in metrics:
             text += f" [{describe(metrics['health'])}]"
-        return ok, text
-    ok_rel, ok_cos = metrics["max_rel"] <= tol.max_rel, metrics["cosine"] >= tol.min_cosine
+        return not found, text
     text = f"{name} abs {metrics['max_abs']:.1e} rel {metrics['max_rel']:.1e} cos {metrics['cosine']:.6f}"
-    if not ok_rel:
-        text += f" (rel > {tol.max_rel:g})"
-    if not ok_cos:
-        text += f" (cos < {tol.min_cosine:g})"
-    return ok_rel and ok_cos, text
+    return not found, text + "".join(f" ({f})" for f in found)
 
 
 def check_parity(path: Path, model, config: PointModelOnnxConfig, seed: int = 0) -> list[CheckResult]:
@@ -215,17 +183,15 @@ def check_parity(path: Path, model, config: PointModelOnnxConfig, seed: int = 0)
     at the trace shape and at a second shape on every dynamic axis, on clouds other than the trace's."""
     import torch
 
-    ort = require("onnxruntime", "cpu")
-    options = ort.SessionOptions()  # the graph as written: ORT fuses LayerNorm back even at its basic level
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # The graph as written: ORT fuses LayerNorm back even at its basic level.
+    session = make_session(path, optimization="disabled")
     results = []
     for i, (batch, points) in enumerate(config.validation_shapes()):
-        clouds = example_clouds(batch, points, seed + 1 + i)
+        clouds = CloudLoader(["example"], points, batch, seed=seed + 1 + i)().points
         got = dict(zip(config.outputs, session.run(list(config.outputs), config.feed(clouds))))
         with torch.no_grad():
             ref = model(torch.from_numpy(clouds))
-        metrics = {name: compare_outputs(ref[name].numpy(), got[name]) for name in config.outputs}
+        metrics = {name: output_metrics(ref[name].numpy(), got[name]) for name in config.outputs}
         if "agreement" in metrics.get("assignment", {}):
             margin = ref["assignment_margin"].numpy() if "assignment_margin" in ref else None
             metrics["assignment"].update(assignment_figures(ref["assignment"].numpy(), got["assignment"], margin,

@@ -1,8 +1,8 @@
-"""Deprecated alias: this module moved to `foundry_edge.data.scene_grouping` in 0.2 and the alias goes in 0.3."""
+"""Deprecated alias: this module moved to `foundry_edge.data.grouping.scalable` in 0.2 and the alias goes in 0.3."""
 
 import warnings
 
-from foundry_edge.data.scene_grouping import *  # noqa: F401,F403  (the public names, as before)
+from foundry_edge.data.grouping.scalable import *  # noqa: F401,F403  (the public names, as before)
 
-warnings.warn("foundry_edge.scene_grouping moved to foundry_edge.data.scene_grouping; import it from there (this alias goes in 0.3)",
-              DeprecationWarning, stacklevel=2)
+warnings.warn("foundry_edge.scene_grouping moved to foundry_edge.data.grouping.scalable; import it from there "
+              "(this alias goes in 0.3)", DeprecationWarning, stacklevel=2)

@@ -1,8 +1,12 @@
 """ONNX -> raw TensorRT plan + sidecar JSON + the equivalent trtexec line (`onnx2engine`).
 
-Steps, each a small function: read the model's inputs and profiles -> choose how precision is expressed
-(builder flags on TensorRT <= 10; an FP16 or Q/DQ ONNX on strongly typed TensorRT 11) -> parse -> config
-(profiles, workspace, optimisation level, timing cache, DLA, precision) -> build -> write atomically.
+Steps, each a small function: read the model's inputs and profiles -> check how precision is expressed
+(builder flags on TensorRT <= 10; an FP16 or Q/DQ ONNX on strongly typed TensorRT 11) -> take the caller's
+EngineInputs -> parse -> config (profiles, workspace, optimisation level, timing cache, DLA, precision,
+FP32 layers, INT8 calibrator) -> build -> write atomically.
+
+The builder only builds: converting to FP16, choosing the nodes kept in FP32 and reading calibration
+clouds are the caller's (foundry_edge.calibration.engine_inputs), handed over as EngineInputs.
 """
 
 from __future__ import annotations
@@ -11,14 +15,17 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from foundry_edge.contracts.manifest import manifest_path
+from foundry_edge.contracts.onnx_graph import onnx_precision, read_onnx
+from foundry_edge.contracts.sidecar import sidecar_path, write_sidecar
+from foundry_edge.contracts.trtexec import shape_flags
 from foundry_edge.errors import FoundryError
 from foundry_edge.fileio import OutputSet, refuse_overwrite, sha256_file
 from foundry_edge.interrupts import signal_point
 from foundry_edge.runtimes import trt_compat
-from foundry_edge.runtimes.model_info import ModelInfo, read_model_info, read_onnx
-from foundry_edge.runtimes.sidecar import sidecar_path, write_sidecar
+from foundry_edge.runtimes.model_info import ModelInfo, read_model_info
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_METHODS = ("entropy", "minmax")
@@ -38,10 +45,8 @@ class BuildConfig:
     timing_cache: Optional[Path] = None          # --timingCacheFile
     dla_core: Optional[int] = None               # --useDLACore
     allow_gpu_fallback: bool = False             # --allowGPUFallback
-    calib: Sequence[str] = ()                    # clouds for an implicit INT8 calibrator (TensorRT <= 10)
     calib_cache: Optional[Path] = None           # --calib
     calib_method: str = "entropy"
-    calib_samples: int = 64
     verbose: bool = False                        # --verbose
     trt_module: Optional[str] = None             # tensorrt, or tensorrt_rtx for graph checks
 
@@ -52,7 +57,7 @@ class BuildConfig:
             out.append(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.allow_gpu_fallback and self.dla_core is None:
             out.append("--allow-gpu-fallback needs --dla-core")
-        if (self.calib or self.calib_cache) and self.precision != "int8":
+        if self.calib_cache and self.precision != "int8":
             out.append("--calib/--calib-cache need --precision int8")
         if self.calib_method not in CALIB_METHODS:
             out.append(f"--calib-method must be one of {CALIB_METHODS}, got {self.calib_method!r}")
@@ -63,6 +68,45 @@ class BuildConfig:
         if self.workspace_mib is not None and self.workspace_mib < 1:
             out.append(f"--workspace must be a positive number of MiB, got {self.workspace_mib}")
         return out
+
+
+Feed = Mapping[str, Any]  # {input name: np.ndarray}, the runtimes' one data contract
+
+
+@dataclass
+class EngineInputs:
+    """What the caller hands the builder besides its options.
+
+    onnx: the ONNX TensorRT parses, where it ends up (None: the exported ONNX itself); on strongly typed
+          TensorRT an FP16 build needs an FP16 ONNX here. A file written with BuildContext.stage lands
+          beside the plan with it.
+    fp32_layers: ONNX node names kept in FP32 on weakly typed TensorRT with --fp16/--int8.
+    calib_feed: feeds for an implicit INT8 calibrator (TensorRT <= 10), iterable more than once.
+    notes: facts for the sidecar's `build` section (e.g. what an FP16 conversion kept in FP32).
+    """
+
+    onnx: Optional[Path] = None
+    fp32_layers: Sequence[str] = ()
+    calib_feed: Optional[Iterable[Feed]] = None
+    notes: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What the builder knows when it asks a callable for its EngineInputs (inside its output set)."""
+
+    trt: Any  # the imported tensorrt (or tensorrt_rtx) module
+    strongly_typed: bool
+    onnx: Path  # the exported ONNX, with its manifest beside it
+    plan: Path
+    info: ModelInfo
+    precision: str
+    outputs: Tuple[Path, ...]  # every file the build writes: no input of the caller's may be one of them
+    stage: Callable[[Path], Path]  # final path -> where to write it so it lands with the plan (or not at all)
+    log: Callable[[str], None]
+
+
+InputsOrLoader = Union[EngineInputs, Callable[[BuildContext], EngineInputs], None]
 
 
 @dataclass
@@ -134,8 +178,6 @@ def _shape_from_profiles(spec, profiles: Dict[str, List[int]], which: int) -> Sh
 def trtexec_command(onnx: Path, plan: Path, shapes, config: BuildConfig, strongly_typed: bool,
                     fp32_layers: Sequence[str] = ()) -> str:
     """The trtexec line that builds the same engine (flags from TensorRT 8.5 to 11)."""
-    from foundry_edge.export.manifest import shape_flags
-
     parts = ["trtexec", f"--onnx={onnx}", f"--saveEngine={plan}", *shape_flags(shapes)]
     if strongly_typed:
         parts.append("--stronglyTyped")
@@ -162,34 +204,29 @@ def trtexec_command(onnx: Path, plan: Path, shapes, config: BuildConfig, strongl
     return " ".join(parts)
 
 
-def prepare_onnx(trt, onnx_path: Path, plan_path: Path, info: ModelInfo, precision: str, log,
-                 staged: Callable[[Path], Path] = lambda path: path) -> Tuple[Path, bool, dict]:
-    """(the ONNX to parse, strongly typed?, notes): how `precision` is expressed on this TensorRT.
-
-    A converted FP16 ONNX is written to `staged(its final path)`; notes are empty when the ONNX is parsed as given.
-    """
+def check_precision(trt, onnx_path: Path, info: ModelInfo, precision: str) -> bool:
+    """Whether this TensorRT is strongly typed, refusing a precision the ONNX cannot give on it."""
     strongly = trt_compat.strongly_typed_only(trt)
     if info.precision == "int8" and precision != "int8":
         raise FoundryError(f"{onnx_path.name} is a Q/DQ INT8 ONNX, asked for {precision}: build it with --precision int8")
     if not strongly:
-        return onnx_path, False, {}
+        return False
     if precision == "int8" and info.precision != "int8":
         raise FoundryError(f"TensorRT {trt_compat.version(trt)} is strongly typed and needs a Q/DQ ONNX for INT8, "
                            f"{onnx_path.name} has no Q/DQ nodes: run `foundry-edge calibrate {onnx_path}` first")
     if precision == "fp32" and info.precision == "fp16":
         raise FoundryError(f"{onnx_path.name} is an FP16 ONNX and TensorRT {trt_compat.version(trt)} takes its types "
                            "as they are: build it with --precision fp16 or pass the FP32 ONNX")
-    if precision != "fp16" or info.precision == "fp16":
-        return onnx_path, True, {}
-    from foundry_edge.calibration.fp16 import convert_to_fp16
+    return True
 
-    fp16_path = plan_path.with_suffix(".onnx")  # model.fp16.plan -> model.fp16.onnx, kept for trtexec
-    if fp16_path.resolve() == onnx_path.resolve():  # model.onnx -> model.engine must not overwrite its source
-        fp16_path = plan_path.with_suffix(".fp16.onnx")
-    log(f"converting to an FP16 ONNX for strongly typed TensorRT: {fp16_path.name}")
-    kept = convert_to_fp16(onnx_path, staged(fp16_path))["fp32_nodes"]
-    log(f"kept {len(kept)} sensitive nodes in FP32 (LayerNorm, softmax, decision inputs)")
-    return fp16_path, True, {"fp16_onnx": fp16_path.name, "fp32_nodes": len(kept)}
+
+def check_parsed_precision(trt, parse_path: Path, precision: str, strongly: bool) -> None:
+    """Strongly typed TensorRT builds FP16 only from an FP16 ONNX: the caller converts, the builder never does."""
+    if not (strongly and precision == "fp16") or onnx_precision(read_onnx(parse_path).graph) != "fp32":
+        return
+    raise FoundryError(f"TensorRT {trt_compat.version(trt)} is strongly typed and builds FP16 from an FP16 ONNX, "
+                       f"{parse_path.name} is FP32: convert it first (foundry_edge.calibration.engine_inputs."
+                       "EngineInputsFromOnnx, as `foundry-edge build` does)")
 
 
 def parse_network(trt, builder, onnx_path: Path, logger):
@@ -203,7 +240,7 @@ def parse_network(trt, builder, onnx_path: Path, logger):
     return network, parser
 
 
-def configure(trt, builder, network, onnx_model_path: Path, shapes, config: BuildConfig, strongly: bool, log):
+def configure(trt, builder, network, shapes, config: BuildConfig, strongly: bool, fp32_layers: Sequence[str], log):
     """An IBuilderConfig with profiles, limits, cache, DLA and precision -> (config, keep-alive, FP32 layers)."""
     cfg = builder.create_builder_config()
     profile = builder.create_optimization_profile()
@@ -222,54 +259,40 @@ def configure(trt, builder, network, onnx_model_path: Path, shapes, config: Buil
         trt_compat.set_dla(trt, builder, cfg, config.dla_core, config.allow_gpu_fallback)
     if not strongly and config.precision != "fp32":
         trt_compat.set_precision_flags(trt, builder, cfg, config.precision)
-        pinned = trt_compat.keep_layers_fp32(trt, network, cfg, fp32_node_names(onnx_model_path))
+        pinned = trt_compat.keep_layers_fp32(trt, network, cfg, fp32_layers)
         log(f"kept {len(pinned)} sensitive layers in FP32 (LayerNorm, softmax, decision inputs)")
         return cfg, alive, pinned
     return cfg, alive, []
 
 
-def fp32_node_names(onnx_path: Path) -> List[str]:
-    """The ONNX nodes the calibration keeps in full precision, so INT8, FP16 and TensorRT agree on them."""
-    import onnx
-
-    from foundry_edge.calibration.graph import ensure_node_names, find_exclusions
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    ensure_node_names(model)
-    return sorted(find_exclusions(model).nodes)
-
-
-def attach_calibrator(trt, cfg, info: ModelInfo, config: BuildConfig, has_qdq: bool, log):
-    """INT8 without Q/DQ on TensorRT <= 10: an implicit calibrator over the clouds (calibration's make_calibrator)."""
+def attach_calibrator(trt, cfg, config: BuildConfig, feed: Optional[Iterable[Feed]], has_qdq: bool, log):
+    """INT8 without Q/DQ on TensorRT <= 10: an implicit calibrator over the caller's feed (or the cache alone)."""
     if config.precision != "int8" or has_qdq:
         return None
-    if not (config.calib or config.calib_cache):
+    if feed is None and not config.calib_cache:
         raise FoundryError("INT8 from an FP32 ONNX needs calibration data: pass --calib CLOUDS (or --calib-cache), "
                            "or run `foundry-edge calibrate` and build its Q/DQ ONNX")
     if not trt_compat.has_implicit_calibrators(trt):
         raise FoundryError(f"TensorRT {trt_compat.version(trt)} has no implicit INT8 calibrators: "
                            "run `foundry-edge calibrate` and build its Q/DQ ONNX")
-    from foundry_edge.calibration import feeds as calib_feeds
     from foundry_edge.runtimes.calibrator import make_calibrator
 
-    batches = []
-    if config.calib:
-        pre = calib_feeds.preprocessing_from(info.manifest)
-        clouds = calib_feeds.open_clouds(list(config.calib), config.calib_samples, split="calibration",
-                                         num_points=pre.num_points,  # resampled once, at the model's size
-                                         min_points=pre.group_size or 1)
-        batches = calib_feeds.prepare(clouds, pre, [s.name for s in info.inputs])
-    log(f"INT8 calibrator: {config.calib_method}, {len(batches)} batches, cache {config.calib_cache or 'none'}")
-    calibrator = make_calibrator(batches, config.calib_cache, config.calib_method, trt=trt)
+    calibrator = make_calibrator(feed or (), config.calib_cache, config.calib_method, trt=trt)
+    log(f"INT8 calibrator: {config.calib_method}, {len(calibrator.feeds)} batches, "
+        f"cache {config.calib_cache or 'none'}")
     cfg.int8_calibrator = calibrator
     return calibrator
 
 
-def onnx2engine(onnx_path: str | Path, plan_path: str | Path, config: BuildConfig,
+def onnx2engine(onnx_path: str | Path, plan_path: str | Path, config: BuildConfig, inputs: InputsOrLoader = None,
                 log: Callable[[str], None] = print) -> BuildResult:
-    """Build `plan_path` (+ `<plan>.json`, `<plan>.trtexec.txt`, and on strongly typed TensorRT the FP16 ONNX it
-    parsed) from `onnx_path`, as one set (foundry_edge.fileio.OutputSet): on an error or a signal nothing new
-    is left and the old plan, sidecar and caches stay as they were."""
+    """Build `plan_path` (+ `<plan>.json`, `<plan>.trtexec.txt`, and an ONNX the caller staged) from `onnx_path`,
+    as one set (foundry_edge.fileio.OutputSet): on an error or a signal nothing new is left and the old plan,
+    sidecar and caches stay as they were.
+
+    `inputs`: EngineInputs, or a callable giving them from a BuildContext once the model and TensorRT are
+    known (foundry_edge.calibration.engine_inputs.EngineInputsFromOnnx); None parses `onnx_path` as it is.
+    """
     problems = config.problems()
     if problems:
         raise FoundryError("conflicting build options: " + "; ".join(problems))
@@ -280,26 +303,34 @@ def onnx2engine(onnx_path: str | Path, plan_path: str | Path, config: BuildConfi
     info = read_model_info(onnx_path)
     read_onnx(onnx_path)  # a corrupt file fails here in one line, not deep in a converter or parser
     shapes = profile_shapes(info, config)
-    from foundry_edge.export.manifest import manifest_path
-
     sidecar, trtexec = sidecar_path(plan_path), plan_path.with_name(plan_path.name + ".trtexec.txt")
-    inputs = [onnx_path, manifest_path(onnx_path), *config.calib]
+    sources = [onnx_path, manifest_path(onnx_path)]
     for written in (plan_path, sidecar, trtexec):
-        refuse_overwrite(written, inputs, option="the plan" if written == plan_path else "the build's output")
+        refuse_overwrite(written, sources, option="the plan" if written == plan_path else "the build's output")
     caches = [c for c in (config.timing_cache, config.calib_cache) if c]
     for cache in caches:
-        refuse_overwrite(cache, [*inputs, plan_path, sidecar, trtexec], option="a cache")
+        refuse_overwrite(cache, [*sources, plan_path, sidecar, trtexec], option="a cache")
     with OutputSet("build", [plan_path.parent, *(Path(c).parent for c in caches)]) as outputs:
         staged = _staged_config(config, outputs)
-        parse_path, strongly, notes = prepare_onnx(trt, onnx_path, plan_path, info, config.precision, log,
-                                                   outputs.path)
-        built_from = outputs.path(parse_path) if notes else parse_path  # a converted FP16 ONNX is staged too
+        strongly = check_precision(trt, onnx_path, info, config.precision)
+        written: Dict[Path, Path] = {}  # final -> staged, for files the caller wrote through `stage`
+
+        def stage(final: Path) -> Path:
+            written[Path(final)] = outputs.path(final)
+            return written[Path(final)]
+
+        context = BuildContext(trt, strongly, onnx_path, plan_path, info, config.precision,
+                               (plan_path, sidecar, trtexec, *map(Path, caches)), stage, log)
+        given = inputs(context) if callable(inputs) else inputs or EngineInputs()
+        parse_path = Path(given.onnx or onnx_path)
+        built_from = written.get(parse_path, parse_path)
+        check_parsed_precision(trt, built_from, config.precision, strongly)
         logger = trt.Logger(trt.Logger.VERBOSE if config.verbose else trt.Logger.WARNING)
         builder = trt.Builder(logger)
         network, _parser = parse_network(trt, builder, built_from, logger)
         signal_point("build:parsed")
-        cfg, _alive, fp32_layers = configure(trt, builder, network, built_from, shapes, staged, strongly, log)
-        _calibrator = attach_calibrator(trt, cfg, info, staged, info.precision == "int8", log)
+        cfg, _alive, fp32_layers = configure(trt, builder, network, shapes, staged, strongly, given.fp32_layers, log)
+        _calibrator = attach_calibrator(trt, cfg, staged, given.calib_feed, info.precision == "int8", log)
         start = time.perf_counter()
         serialized = builder.build_serialized_network(network, cfg)
         seconds = time.perf_counter() - start
@@ -313,7 +344,7 @@ def onnx2engine(onnx_path: str | Path, plan_path: str | Path, config: BuildConfi
         command = trtexec_command(parse_path, plan_path, shapes, config, strongly, fp32_layers)
         outputs.path(trtexec).write_text(command + "\n", encoding="utf-8")
         data = sidecar_data(trt, onnx_path, built_from, outputs.path(plan_path), info, shapes, config, strongly,
-                            seconds, notes)
+                            seconds, given.notes)
         write_sidecar(outputs.path(plan_path), data)
         plan_bytes = outputs.path(plan_path).stat().st_size
         signal_point("build:staged")
@@ -353,8 +384,8 @@ def sidecar_data(trt, onnx_path, parse_path, plan_path, info, shapes, config, st
 
 def this_device(trt) -> dict:
     """This machine's facts; GPU fields stay None where CUDA is unusable (graph checks without a GPU)."""
+    from foundry_edge.contracts.device import device_facts
     from foundry_edge.runtimes.cuda_host import open_cuda
-    from foundry_edge.runtimes.sidecar import device_facts
 
     try:
         cuda = open_cuda()

@@ -1,8 +1,8 @@
-"""TensorRT <= 10's implicit INT8 calibrators over point-cloud feeds, for `build --precision int8`
-when the ONNX has no Q/DQ nodes.
+"""TensorRT <= 10's implicit INT8 calibrators over a feed, for `build --precision int8` when the ONNX
+has no Q/DQ nodes (the feed is the caller's: foundry_edge.calibration.engine_inputs draws the clouds).
 
 IInt8EntropyCalibrator2 / IInt8MinMaxCalibrator exist on TensorRT 8.5-10 (deprecated in 10.1) and
-are gone in 11 (research/deploy-stack.md): the class is made at call time from the imported module,
+are gone in 11 (docs/platform-notes.md, "TensorRT API by version"): the class is made at call time from the imported module,
 so a missing base is one clear error. TensorRT calls get_batch_size(), then get_batch(names) until it
 returns None, copying each feed to device buffers (cuda-python or PyCUDA, runtimes/cuda_host.py); with a
 cache file it calls read_calibration_cache() first and skips the batches when that returns bytes.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 
@@ -24,8 +24,9 @@ BASES = {"entropy": "IInt8EntropyCalibrator2", "minmax": "IInt8MinMaxCalibrator"
 Feed = Dict[str, np.ndarray]
 
 
-def uniform_batches(batches: Sequence[Feed]) -> List[Feed]:
+def uniform_batches(feed: Iterable[Feed]) -> List[Feed]:
     """The batches that share the first one's shapes: TensorRT calibrates at one shape (the profile's)."""
+    batches = list(feed)
     if not batches:
         return []
     shapes = {name: a.shape for name, a in batches[0].items()}
@@ -41,9 +42,9 @@ def read_cache(path: Optional[Path]) -> Optional[bytes]:
     return path.read_bytes() if path is not None and path.is_file() else None
 
 
-def make_calibrator(batches: Sequence[Feed], cache_path: str | Path | None = None, method: str = "entropy",
+def make_calibrator(feed: Iterable[Feed], cache_path: str | Path | None = None, method: str = "entropy",
                     trt=None, cuda=None):
-    """A TensorRT implicit INT8 calibrator (entropy or minmax) serving `batches` to the builder.
+    """A TensorRT implicit INT8 calibrator (entropy or minmax) serving `feed`'s batches to the builder.
 
     `trt`: the tensorrt module (default: runtimes.trt_compat.import_tensorrt()); `cuda`: a host from
     runtimes.cuda_host.open_cuda(), opened on the first batch if not given.
@@ -60,7 +61,7 @@ def make_calibrator(batches: Sequence[Feed], cache_path: str | Path | None = Non
                            "without implicit calibrators (removed in TensorRT 11): run `foundry-edge calibrate` "
                            "and build the Q/DQ ONNX it writes")
     cache = Path(cache_path) if cache_path is not None else None
-    feeds = uniform_batches(batches)
+    feeds = uniform_batches(feed)
     if not feeds and read_cache(cache) is None:
         raise FoundryError("expected calibration clouds or an existing calibration cache, found neither: "
                            "pass --calib CLOUDS or a --calib-cache file written by an earlier build")

@@ -1,38 +1,156 @@
-"""Compare two runtimes' outputs on the same clouds, with tolerances per precision (Polygraphy's Comparator).
+"""The one comparator: two dicts of named outputs, judged by a tolerance row per precision (Polygraphy's
+Comparator: it knows nothing of backends). Export validation, `verify` and the calibration accuracy report
+all measure with it.
 
 FP32 is judged elementwise; FP16 and INT8 by cosine similarity and by the agreement of hard decisions
 (SuperToken assignments, top-1 class): a near-tie argmax flips in lower precision and elementwise 1e-5
-tolerances are a classic false alarm there (../shared/research/deploy-stack.md, "FP16 pitfalls").
+tolerances are a classic false alarm there (docs/platform-notes.md, "FP16 pitfalls").
 The assignment agreement comes with the reference's SuperToken usage, the flip rate and the agreement
 on its near-ties (foundry_edge/assignment_health.py): a collapsed assignment agrees 100 % regardless.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
 from foundry_edge.assignment_health import agreement_report
 from foundry_edge.errors import FoundryError
 
+Outputs = Dict[str, np.ndarray]
+LOGITS = ("logits", "seg_logits")
+OPTIONAL = ("assignment_margin",)  # a diagnostic: exports from before it, or with --outputs, lack it
+
 
 @dataclass(frozen=True)
 class Tolerance:
-    atol: Optional[float]  # elementwise |a - b| <= atol + rtol * max|ref|; None: not judged elementwise
-    rtol: float
-    cosine: float          # the lowest per-cloud cosine similarity allowed
-    agreement: float       # the lowest share of equal assignments / top-1 classes allowed
+    """One row of TOLERANCES. Elementwise: max |a - b| / max |ref| <= max_rel, or max |a - b| <= atol (outputs
+    near zero); max_rel None: not judged elementwise. min_cosine: the lowest per-cloud cosine; min_agreement:
+    the lowest share of equal integer entries (assignments); min_top1: of equal argmax (None: not judged).
+    `accuracy`: the accuracy report's targets (means over a held-out set, so stricter than the worst-cloud
+    gates above that `verify` applies to a handful of clouds)."""
+
+    max_rel: Optional[float] = 1e-4
+    min_cosine: float = 0.99999
+    min_agreement: float = 1.0
+    min_top1: Optional[float] = None
+    atol: float = 0.0
+    accuracy: Dict[str, float] = field(default_factory=dict)
 
 
 TOLERANCES = {
-    "fp32": Tolerance(atol=1e-4, rtol=1e-3, cosine=0.9999, agreement=0.99),
-    "fp16": Tolerance(atol=None, rtol=0.0, cosine=0.99, agreement=0.9),
-    "int8": Tolerance(atol=None, rtol=0.0, cosine=0.95, agreement=0.8),
+    # FP32 ONNX Runtime (graph as written) vs PyTorch at export: the graph must be the model.
+    "export": Tolerance(),
+    "fp32": Tolerance(max_rel=1e-3, atol=1e-4, min_cosine=0.9999, min_agreement=0.99, min_top1=0.99),
+    "fp16": Tolerance(max_rel=None, min_cosine=0.99, min_agreement=0.9, min_top1=0.9,
+                      accuracy={"assignment_agreement": 0.995}),
+    "int8": Tolerance(max_rel=None, min_cosine=0.95, min_agreement=0.8, min_top1=0.8,
+                      accuracy={"token_cosine_mean": 0.99, "assignment_agreement": 0.97, "top1_agreement": 0.98}),
 }
-OPTIONAL = ("assignment_margin",)  # a diagnostic: exports from before it, or with --outputs, lack it
+PRECISIONS = ("fp32", "fp16", "int8")  # what a model is built at; "export" is the export check's own row
+
+
+def tolerance(precision: str) -> Tolerance:
+    """The row for a model's precision, or a one-line error naming the valid ones."""
+    if precision not in PRECISIONS:
+        raise FoundryError(f"expected --precision in {sorted(PRECISIONS)}, got {precision!r}")
+    return TOLERANCES[precision]
+
+
+# -- measuring -------------------------------------------------------------------------------------------
+def output_metrics(ref: np.ndarray, got: np.ndarray, name: str = "") -> dict:
+    """One output: {"shape"} on a mismatch, {"agreement"} for integers, {"nonfinite"} on NaN/inf, else
+    {"max_abs", "max_rel", "cosine"} (+ "top1" for logits). Equal infinities count as equal (the
+    assignment margin is +inf with one SuperToken)."""
+    ref, got = np.asarray(ref), np.asarray(got)
+    if ref.shape != got.shape:
+        return {"shape": f"{list(got.shape)} != reference {list(ref.shape)}"}
+    if np.issubdtype(ref.dtype, np.integer):
+        return {"agreement": float(np.mean(ref == got)) if ref.size else 1.0}
+    same_inf = np.isinf(ref) & (ref == got)
+    nonfinite = int(((~np.isfinite(ref) | ~np.isfinite(got)) & ~same_inf).sum())
+    if nonfinite:
+        return {"nonfinite": nonfinite}
+    ref64, got64 = (np.where(same_inf, 0.0, a.astype(np.float64)) for a in (ref, got))
+    diff = np.abs(ref64 - got64)
+    max_abs = float(diff.max()) if diff.size else 0.0
+    scale = float(np.abs(ref64).max()) if ref64.size else 0.0
+    metrics = {"max_abs": max_abs, "max_rel": max_abs / scale if scale > 0 else max_abs,
+               "cosine": lowest_cosine(ref64, got64)}
+    if name in LOGITS:
+        metrics["top1"] = float((ref.argmax(-1) == got.argmax(-1)).mean())
+    return metrics
+
+
+def lowest_cosine(ref: np.ndarray, got: np.ndarray) -> float:
+    """Cosine similarity per cloud (the first axis), flattened; the lowest. Two zero vectors count as 1."""
+    a, b = ref.reshape(len(ref), -1), got.reshape(len(got), -1)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    dots = (a * b).sum(axis=1)
+    same_zero = (norms == 0) & (np.abs(a).sum(1) == np.abs(b).sum(1))
+    cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(same_zero, 1.0, 0.0))
+    return float(cos.min()) if cos.size else 1.0
+
+
+def assignment_figures(ref: np.ndarray, got: np.ndarray, margin: Optional[np.ndarray],
+                       num_supertokens: Optional[int]) -> dict:
+    """What an assignment agreement is worth: flip rate, near-tie agreement and the reference's health."""
+    report = agreement_report(ref, got, num_supertokens, margin)
+    return {k: report[k] for k in ("flip_rate", "low_margin_agreement", "health", "informative")}
+
+
+def summary_metrics(ref: Outputs, out: Outputs, labels: Optional[np.ndarray] = None,
+                    num_supertokens: Optional[int] = None) -> dict:
+    """Means over a held-out set, for the accuracy report: token cosine (mean, min over tokens), centre,
+    assignment and top-1 agreement, top-1 accuracy where labels exist; only those the outputs allow."""
+    metrics: dict = {}
+    if "tokens" in ref:
+        a, b = ref["tokens"].astype(np.float64), out["tokens"].astype(np.float64)  # (B, G, D)
+        cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+        metrics.update(token_cosine_mean=float(cos.mean()), token_cosine_min=float(cos.min()))
+    if "centers" in ref:  # the same point picked (up to the normalisation's float rounding) = the same group
+        same = np.all(np.abs(ref["centers"] - out["centers"]) <= 1e-5, axis=-1)
+        metrics["center_agreement"] = float(same.mean())
+    if "assignment" in ref:
+        report = agreement_report(ref["assignment"], out["assignment"], num_supertokens, ref.get("assignment_margin"))
+        metrics.update(assignment_agreement=report["agreement"], assignment_flip_rate=report["flip_rate"])
+        if report["low_margin_agreement"] is not None:
+            metrics["low_margin_assignment_agreement"] = report["low_margin_agreement"]
+    if "logits" in ref:
+        top_ref, top_out = ref["logits"].argmax(-1), out["logits"].argmax(-1)
+        metrics["top1_agreement"] = float((top_ref == top_out).mean())
+        if labels is not None:
+            metrics["top1_accuracy"] = float((top_out == labels).mean())
+    return metrics
+
+
+# -- judging ---------------------------------------------------------------------------------------------
+def failures(metrics: dict, tol: Tolerance) -> List[str]:
+    """What in one output's metrics breaks `tol`, each as a short "measure > limit" (empty: it passes)."""
+    if "shape" in metrics:
+        return [f"shape {metrics['shape']}"]
+    if "nonfinite" in metrics:
+        return [f"{metrics['nonfinite']} NaN/inf values"]
+    if "agreement" in metrics:
+        return [] if metrics["agreement"] >= tol.min_agreement else [f"agreement < {tol.min_agreement:g}"]
+    found = []
+    if tol.max_rel is not None and metrics["max_rel"] > tol.max_rel and metrics["max_abs"] > tol.atol:
+        found.append(f"rel > {tol.max_rel:g}" + (f" and abs > {tol.atol:g}" if tol.atol else ""))
+    if metrics["cosine"] < tol.min_cosine:
+        found.append(f"cos < {tol.min_cosine:g}")
+    if tol.min_top1 is not None and metrics.get("top1", 1.0) < tol.min_top1:
+        found.append(f"top-1 < {tol.min_top1:g}")
+    return found
+
+
+def criteria(metrics: dict, tol: Tolerance) -> str:
+    """The rule a passing output met, in words."""
+    if "agreement" in metrics:
+        return f"agreement >= {tol.min_agreement}"
+    return f"cosine >= {tol.min_cosine}" + (f", rel <= {tol.max_rel:g} or abs <= {tol.atol:g}"
+                                        if tol.max_rel is not None else "")
 
 
 @dataclass
@@ -55,11 +173,12 @@ class OutputCheck:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
 
-def compare_outputs(reference: Dict[str, np.ndarray], test: Dict[str, np.ndarray], precision: str,
+def compare_outputs(reference: Outputs, test: Outputs, precision: str,
                     num_supertokens: Optional[int] = None) -> List[OutputCheck]:
     """One check per output both sides have; an output only the reference has fails (an OPTIONAL one is noted).
 
-    `num_supertokens`: the student's s (from its manifest or config); None estimates it from the assignment.
+    `precision`: a row of TOLERANCES. `num_supertokens`: the student's s (from its manifest or config); None
+    estimates it from the assignment.
     """
     if precision not in TOLERANCES:
         raise FoundryError(f"expected a precision in {sorted(TOLERANCES)}, got {precision!r}")
@@ -72,71 +191,69 @@ def compare_outputs(reference: Dict[str, np.ndarray], test: Dict[str, np.ndarray
                                       detail="not in the tested model: not compared" if optional
                                       else "missing from the tested model"))
             continue
-        check = compare_one(name, np.asarray(ref), np.asarray(test[name]), tol)
-        if name == "assignment" and check.agreement is not None:
-            judge_assignment(check, np.asarray(ref), np.asarray(test[name]), reference.get("assignment_margin"),
-                             num_supertokens)
-        checks.append(check)
+        checks.append(check_output(name, np.asarray(ref), np.asarray(test[name]), tol,
+                                   reference.get("assignment_margin"), num_supertokens))
     return checks
 
 
-def judge_assignment(check: OutputCheck, ref: np.ndarray, got: np.ndarray, margin: Optional[np.ndarray],
-                     num_supertokens: Optional[int]) -> None:
-    """Add the flip rate, near-tie agreement and the reference's health; flag an uninformative agreement."""
-    report = agreement_report(ref, got, num_supertokens, margin)
-    check.flip_rate, check.low_margin_agreement = report["flip_rate"], report["low_margin_agreement"]
-    check.health, check.informative = report["health"], report["informative"]
-    if not check.informative:
-        check.detail += (f"; UNINFORMATIVE: the reference uses {report['health']['used_mean']:.1f} of "
-                         f"{report['health']['num_supertokens']} SuperTokens (collapsed)")
-
-
-def compare_one(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> OutputCheck:
-    check = OutputCheck(name, tuple(ref.shape))
-    if ref.shape != got.shape:
-        check.passed, check.detail = False, f"shape {tuple(got.shape)} != {tuple(ref.shape)}"
-        return check
-    if np.issubdtype(ref.dtype, np.integer):
-        check.agreement = float((ref == got).mean()) if ref.size else 1.0
-        check.passed = check.agreement >= tol.agreement
-        check.detail = f"agreement >= {tol.agreement}"
-        return check
-    same_inf = np.isinf(ref) & (ref == got)  # the margin is +inf with one SuperToken: equal infs agree
-    ref64, got64 = (np.where(same_inf, 0.0, a.astype(np.float64)) for a in (ref, got))
-    if not (np.isfinite(ref64).all() and np.isfinite(got64).all()):
-        check.passed, check.detail = False, "non-finite values"
-        return check
-    diff = np.abs(ref64 - got64)
-    scale = float(np.abs(ref64).max()) if ref.size else 0.0
-    check.max_abs = float(diff.max()) if ref.size else 0.0
-    check.max_rel = check.max_abs / scale if scale > 0 else check.max_abs
-    check.cosine = lowest_cosine(ref64, got64)
-    failures = []
-    if tol.atol is not None and check.max_abs > tol.atol + tol.rtol * scale:
-        failures.append(f"max abs {check.max_abs:.2e} > {tol.atol + tol.rtol * scale:.2e}")
-    if check.cosine < tol.cosine:
-        failures.append(f"cosine {check.cosine:.6f} < {tol.cosine}")
-    if name in ("logits", "seg_logits"):
-        check.top1 = float((ref.argmax(-1) == got.argmax(-1)).mean())
-        if check.top1 < tol.agreement:
-            failures.append(f"top-1 agreement {check.top1:.3f} < {tol.agreement}")
-    check.passed = not failures
-    check.detail = "; ".join(failures) or (f"cosine >= {tol.cosine}" + (f", abs <= {tol.atol}+{tol.rtol}*max|ref|"
-                                                                        if tol.atol is not None else ""))
+def check_output(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance, margin: Optional[np.ndarray] = None,
+                 num_supertokens: Optional[int] = None) -> OutputCheck:
+    """One output judged by `tol`; an assignment also gets its flip rate, near-tie agreement and health."""
+    metrics = output_metrics(ref, got, name)
+    check = OutputCheck(name, tuple(ref.shape), **{k: metrics.get(k) for k in
+                                                    ("max_abs", "max_rel", "cosine", "agreement", "top1")})
+    found = failures(metrics, tol)
+    check.passed, check.detail = not found, "; ".join(found) or criteria(metrics, tol)
+    if name == "assignment" and "agreement" in metrics:
+        figures = assignment_figures(ref, got, margin, num_supertokens)
+        check.flip_rate, check.low_margin_agreement = figures["flip_rate"], figures["low_margin_agreement"]
+        check.health, check.informative = figures["health"], figures["informative"]
+        if not check.informative:
+            check.detail += (f"; UNINFORMATIVE: the reference uses {figures['health']['used_mean']:.1f} of "
+                             f"{figures['health']['num_supertokens']} SuperTokens (collapsed)")
     return check
 
 
-def lowest_cosine(ref: np.ndarray, got: np.ndarray) -> float:
-    """Cosine similarity per cloud (the first axis), flattened; the lowest. Two zero vectors count as 1."""
-    a, b = ref.reshape(len(ref), -1), got.reshape(len(got), -1)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    dots = (a * b).sum(axis=1)
-    same_zero = (norms == 0) & (np.abs(a).sum(1) == np.abs(b).sum(1))
-    cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(same_zero, 1.0, 0.0))
-    return float(cos.min()) if cos.size else 1.0
+# -- running two runtimes on the same clouds --------------------------------------------------------------
+@dataclass
+class VerifyReport:
+    """Both runtimes' outputs on the same clouds, judged output by output at one precision's tolerances."""
+
+    precision: str
+    clouds: int
+    checks: List[OutputCheck]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def to_dict(self) -> dict:
+        return {"precision": self.precision, "clouds": self.clouds, "passed": self.passed,
+                "checks": [c.to_dict() for c in self.checks]}
 
 
-def merge_batches(chunks: Sequence[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+def verify(candidate, reference, clouds: Iterable[np.ndarray], batch: int = 4,
+           precision: Optional[str] = None) -> VerifyReport:
+    """`candidate` (e.g. an ONNX or a plan) against `reference` (e.g. the preset it came from) on the same
+    clouds -> VerifyReport. The runtimes are loaded here if they are not yet, and left to their owner to
+    close; `clouds` is anything yielding (N, 3) clouds (a foundry_edge.data.CloudLoader, an (M, N, 3) array);
+    `precision` defaults to the candidate's. The verify command is this call with a table around it, so a
+    script gets the same verdict as the command line."""
+    precision = precision or candidate.precision
+    tolerance(precision)
+    points = np.stack(list(clouds))
+    expected = run_batches(reference.load(), points, batch)
+    got = run_batches(candidate.load(), points, batch)
+    num_supertokens = reference.num_supertokens or candidate.num_supertokens
+    return VerifyReport(precision, len(points), compare_outputs(expected, got, precision, num_supertokens))
+
+
+def run_batches(runtime, points: np.ndarray, size: int) -> Outputs:
+    """(M, N, 3) clouds through `runtime` in batches of `size` -> its outputs, concatenated on the batch axis."""
+    return merge_batches([runtime.infer(chunk) for chunk in batches(points, size)])
+
+
+def merge_batches(chunks: Sequence[Outputs]) -> Outputs:
     """Outputs of consecutive batches -> one dict, concatenated on the batch axis."""
     return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
 
@@ -148,72 +265,3 @@ def batches(points: np.ndarray, size: int) -> Iterator[np.ndarray]:
     for start in range(0, len(points), size):
         yield points[start:start + size]
 
-
-@dataclass
-class Clouds:
-    """Clouds as a runtime takes them, and what was done to each on the way (`run` says it, `run -o` saves origins)."""
-
-    points: np.ndarray  # (M, N, 3) float32
-    names: List[str]
-    origins: np.ndarray  # (M, 3) float64: a file's coordinates are points + origin (zeros: not moved)
-    read: List[int]      # points read from each file (generated, for synthetic shapes)
-    dropped: List[int]   # of those, points with NaN/Inf dropped (drop_invalid)
-    seed: int = 0
-
-    def notes(self) -> List[str]:
-        """One line per cloud: points read, dropped, recentred, and resampled to N by which rule."""
-        lines = []
-        for name, read, dropped, origin in zip(self.names, self.read, self.dropped, self.origins):
-            steps = [f"{read} points {'generated' if name.startswith('synthetic:') else 'read'}"]
-            if dropped:
-                steps.append(f"{dropped} with NaN/Inf dropped")
-            if origin.any():
-                steps.append(f"recentred on origin ({', '.join(f'{v:.10g}' for v in origin)}) in float64")
-            steps.append(resampling(read - dropped, self.points.shape[1], self.seed))
-            lines.append(f"{name}: {', '.join(steps)}")
-        return lines
-
-
-def resampling(found: int, n: int, seed: int) -> str:
-    """What foundry_edge.data.transforms.resample does to a cloud of `found` points, in words."""
-    if found > n:
-        return f"subsampled to {n} by a random choice without repeats (seed {seed})"
-    if found < n:
-        return f"padded to {n} by repeating {n - found} randomly drawn points (every point kept once, seed {seed})"
-    return f"all {n} used"
-
-
-def gather_clouds(paths: Sequence[str], num_points: int, samples: int, seed: int = 0, min_points: int = 1,
-                  drop_invalid: bool = False) -> Clouds:
-    """Files resampled to `num_points` (or `samples` synthetic shapes) -> Clouds, with what was done to each.
-
-    A file with fewer than `min_points` (the model's group size) is refused: resampling would only repeat points.
-    NaN/Inf points are refused unless `drop_invalid` drops them; a file far from its origin comes back recentred
-    (foundry_edge.data.read_cloud).
-    """
-    if not num_points:
-        raise FoundryError("expected the model to say how many points a cloud has, found a dynamic point axis and "
-                           "no manifest: keep <stem>.manifest.json beside the ONNX, or export with --static-points")
-    if paths:
-        from foundry_edge.data.readers import cloud_from_table, read_table
-        from foundry_edge.data.transforms import resample
-
-        clouds, origins, read, dropped = [], [], [], []
-        for p in paths:
-            cloud, origin, keep = cloud_from_table(read_table(Path(p)), Path(p), min_points=min_points,
-                                                   drop_invalid=drop_invalid)
-            clouds.append(resample(cloud, num_points, seed))
-            origins.append(origin)
-            dropped.append(0 if keep is None else int((~keep).sum()))
-            read.append(len(cloud) + dropped[-1])
-        return Clouds(np.stack(clouds).astype(np.float32), [str(p) for p in paths], np.stack(origins), read, dropped,
-                      seed)
-    from foundry_edge.data.synthetic import SyntheticShapes
-
-    if samples < 1:
-        raise FoundryError(f"expected --samples of at least 1 synthetic cloud, got {samples}: pass a positive count")
-    shapes = SyntheticShapes(samples, num_points, seed=seed, split="verify")
-    items = list(shapes)
-    return Clouds(np.stack([it["points"] for it in items]).astype(np.float32),
-                  [f"synthetic:{shapes.classes[it['label']]}" for it in items], np.zeros((len(items), 3)),
-                  [num_points] * len(items), [0] * len(items), seed)

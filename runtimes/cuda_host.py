@@ -3,7 +3,7 @@
 Both give the same small surface: malloc/free, async copies on one stream, synchronize, free/total
 device memory, the device's name and compute capability; cuda-python also CUDA graphs. NVIDIA's own
 samples moved from PyCUDA to cuda-python (`cuda.bindings.runtime`) in TensorRT 10.13
-(../shared/research/deploy-stack.md). Pointers are plain ints, as `set_tensor_address` takes them.
+(docs/platform-notes.md, "Host-side CUDA from Python"). Pointers are plain ints, as `set_tensor_address` takes them.
 """
 
 from __future__ import annotations

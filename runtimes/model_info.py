@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from foundry_edge.errors import FoundryError
+from foundry_edge.contracts.manifest import read_manifest
+from foundry_edge.contracts.onnx_graph import graph_specs, onnx_precision, read_onnx
 from foundry_edge.contracts.preprocessing import Preprocessing
 from foundry_edge.contracts.tensors import TensorSpec
+from foundry_edge.errors import FoundryError
 
 DEFAULT_BATCH_PROFILE = [1, 1, 8]
 
@@ -30,26 +32,27 @@ class ModelInfo:
     name: str = ""
     manifest: Optional[dict] = field(default=None, repr=False)
     num_supertokens: Optional[int] = None  # a student's s: assignment indices >= s are gate bypass slots
+    cost: Optional[dict] = None  # the manifest's `cost` (parameters, FLOPs per cloud): profiling reads it
 
     def to_dict(self) -> dict:
         """The part a TensorRT sidecar carries, so a plan runs without its ONNX and manifest."""
-        return {"name": self.name, "grouping": self.preprocessing.placement, "preprocessing": self.preprocessing.to_manifest(),
+        return {"name": self.name, "grouping": self.preprocessing.placement,
+                "preprocessing": self.preprocessing.to_manifest(),
                 "inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
                 "profiles": self.profiles, "precision": self.precision, "class_names": self.class_names,
-                "num_supertokens": self.num_supertokens}
+                "num_supertokens": self.num_supertokens, "cost": self.cost}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelInfo":
         preprocessing = Preprocessing.from_section(data.get("preprocessing", {}), data.get("grouping", "graph"))
         return cls([TensorSpec.from_dict(s) for s in data["inputs"]], [TensorSpec.from_dict(s) for s in data["outputs"]],
                    preprocessing, dict(data.get("profiles", {})), data.get("precision", "fp32"),
-                   data.get("class_names"), data.get("name", ""), num_supertokens=data.get("num_supertokens"))
+                   data.get("class_names"), data.get("name", ""), num_supertokens=data.get("num_supertokens"),
+                   cost=data.get("cost"))
 
 
 def read_model_info(onnx_path: str | Path) -> ModelInfo:
     """ONNX file -> ModelInfo, from the manifest beside it or, without one, from the graph."""
-    from foundry_edge.export.manifest import read_manifest
-
     path = Path(onnx_path)
     if not path.is_file():
         raise FoundryError(f"expected an ONNX file, found nothing at {path}: check the path")
@@ -72,6 +75,7 @@ def info_from_manifest(manifest: dict) -> ModelInfo:
         name=model.get("name", ""),
         manifest=manifest,
         num_supertokens=num_supertokens_of(manifest),
+        cost=manifest.get("cost"),
     )
 
 
@@ -98,53 +102,3 @@ def info_from_graph(path: Path) -> ModelInfo:
         preprocessing = Preprocessing("graph", 0)
     profiles = {s.shape[0]: list(DEFAULT_BATCH_PROFILE) for s in inputs if s.shape and isinstance(s.shape[0], str)}
     return ModelInfo(inputs, outputs, preprocessing, profiles, precision=onnx_precision(graph))
-
-
-def read_onnx(path: str | Path):
-    """A user's ONNX file -> onnx.ModelProto (external data not loaded); a corrupt or empty file is a FoundryError."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise FoundryError(f"expected an ONNX model at {path}, could not read it ({exc.strerror}): check the path") from None
-    return parse_onnx(data, path)
-
-
-def parse_onnx(data: bytes, path: str | Path):
-    """ONNX bytes read from `path` -> onnx.ModelProto; a corrupt or empty model is a FoundryError."""
-    import onnx
-
-    try:
-        model = onnx.load_model_from_string(data)
-    except Exception as exc:  # protobuf's DecodeError and friends, for a file that is not ONNX
-        raise FoundryError(f"expected an ONNX model in {path}, could not parse it ({exc}): re-export it") from None
-    if not model.graph.node:
-        raise FoundryError(f"expected an ONNX model in {path}, found one with an empty graph: re-export it")
-    return model
-
-
-def graph_specs(graph):
-    """(inputs, outputs) of a graph as TensorSpecs; initializers listed as inputs are not inputs."""
-    initializers = {init.name for init in graph.initializer}
-    return [_spec(v) for v in graph.input if v.name not in initializers], [_spec(v) for v in graph.output]
-
-
-def _spec(value) -> TensorSpec:
-    import onnx
-
-    tensor = value.type.tensor_type
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
-    dims = []
-    for axis, dim in enumerate(tensor.shape.dim):
-        dims.append(dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or f"{value.name}_dim{axis}"))
-    return TensorSpec(value.name, dtype, tuple(dims))
-
-
-def onnx_precision(graph) -> str:
-    """'int8' for a Q/DQ graph, 'fp16' for FP16 weights, else 'fp32'."""
-    import onnx
-
-    if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node):
-        return "int8"
-    if any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer):
-        return "fp16"
-    return "fp32"

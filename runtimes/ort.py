@@ -7,7 +7,7 @@ onnxruntime-gpu lists CUDA even without a GPU and silently falls back to the CPU
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -37,7 +37,8 @@ class OrtRuntime(Runtime):
             raise FoundryError(f"expected an optimisation level in {OPT_LEVELS}, got {optimization!r}")
         self.path, self.runtime, self.threads = Path(onnx_path), runtime, threads
         self.info = read_model_info(self.path)
-        # FP16 graphs with a dynamic batch crash ORT_ENABLE_ALL at session creation (research/this-machine.md).
+        # FP16 graphs with a dynamic batch crash ORT_ENABLE_ALL (docs/platform-notes.md, "ONNX Runtime on this
+        # project's CPUs").
         self.optimization = optimization or ("extended" if self.info.precision == "fp16" else "all")
         super().__init__(self.info.preprocessing)
         self.name = runtime
@@ -46,23 +47,9 @@ class OrtRuntime(Runtime):
         self.session = None
 
     def load_impl(self) -> None:
-        ort = require("onnxruntime", "gpu" if self.runtime != "ort-cpu" else "cpu")
+        self.session = make_session(self.path, PROVIDERS[self.runtime], optimization=self.optimization,
+                                    threads=self.threads)
         wanted = PROVIDERS[self.runtime][0]
-        if wanted not in ort.get_available_providers():
-            raise FoundryError(f"expected ONNX Runtime with {wanted}, found {ort.get_available_providers()} "
-                               f"(onnxruntime {ort.__version__}): install 'foundry-edge[gpu]' on a CUDA machine "
-                               "or use --runtime ort-cpu")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = getattr(
-            ort.GraphOptimizationLevel, "ORT_" + ("DISABLE_ALL" if self.optimization == "disabled"
-                                                  else f"ENABLE_{self.optimization.upper()}"))
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=PROVIDERS[self.runtime])
-        except _session_errors(ort) as exc:
-            raise FoundryError(f"expected an ONNX model ONNX Runtime can load at {self.path}, found "
-                               f"{str(exc).splitlines()[0]}: re-export it with `foundry-edge export`") from None
         self.provider = self.session.get_providers()[0]
         if self.provider != wanted:
             raise FoundryError(f"asked ONNX Runtime for {wanted} but the session runs on {self.provider}: "
@@ -76,6 +63,36 @@ class OrtRuntime(Runtime):
 
     def close_impl(self) -> None:
         self.session = None
+
+
+def make_session(path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",), *,
+                 optimization: str = "all", threads: Optional[int] = None, profiling: bool = False):
+    """The one place an `onnxruntime.InferenceSession` is made (OrtRuntime, export validation, the accuracy
+    report, operator profiling), so provider checks and load errors read the same everywhere.
+
+    `providers`: in order of preference, the first must be installed; `optimization`: one of OPT_LEVELS
+    ("disabled" runs the graph as written); `threads`: intra-op threads (None: ORT's default);
+    `profiling`: ORT's own profiler (session.end_profiling() gives the trace file).
+    """
+    if optimization not in OPT_LEVELS:
+        raise FoundryError(f"expected an optimisation level in {OPT_LEVELS}, got {optimization!r}")
+    ort = require("onnxruntime", "cpu" if list(providers) == ["CPUExecutionProvider"] else "gpu")
+    if providers[0] not in ort.get_available_providers():
+        raise FoundryError(f"expected ONNX Runtime with {providers[0]}, found {ort.get_available_providers()} "
+                           f"(onnxruntime {ort.__version__}): install 'foundry-edge[gpu]' on a CUDA machine "
+                           "or use --runtime ort-cpu")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(
+        ort.GraphOptimizationLevel, "ORT_" + ("DISABLE_ALL" if optimization == "disabled"
+                                              else f"ENABLE_{optimization.upper()}"))
+    if threads:
+        options.intra_op_num_threads = threads
+    options.enable_profiling = profiling
+    try:
+        return ort.InferenceSession(str(path), options, providers=list(providers))
+    except _session_errors(ort) as exc:
+        raise FoundryError(f"expected an ONNX model ONNX Runtime can load at {path}, found "
+                           f"{str(exc).splitlines()[0]}: re-export it with `foundry-edge export`") from None
 
 
 def _session_errors(ort) -> tuple:

@@ -1,4 +1,5 @@
-"""The PyTorch reference runtime: a preset, `default`, a checkpoint, or a PointModel already in memory."""
+"""The PyTorch reference runtime over a model already in memory (foundry_edge.checkpoints.resolve.open_model
+loads a preset, `default` or a checkpoint into one)."""
 
 from __future__ import annotations
 
@@ -6,25 +7,26 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from foundry_edge.errors import FoundryError, require
-from foundry_edge.checkpoints.resolve import PRESET_SEED
 from foundry_edge.contracts.preprocessing import Preprocessing
+from foundry_edge.contracts.tensors import model_specs
+from foundry_edge.errors import FoundryError, require
 from foundry_edge.runtimes.base import Runtime
 
 
 class TorchRuntime(Runtime):
-    """Runs `PointModel.forward` on raw clouds (grouping in the model), on the CPU or a CUDA device."""
+    """Runs a point model's forward on raw clouds (grouping in the model), on the CPU or a CUDA device.
+
+    `model`: anything with `.config` (a ModelConfig's attributes), `.to()`, `.eval()` and a forward that
+    takes (B, N, 3) points and returns a dict of tensors; `info`: where it came from (source, class_names).
+    """
 
     name = "torch"
 
-    def __init__(self, model, device: str = "cpu", overrides: Optional[dict] = None, threads: Optional[int] = None,
-                 seed: int = PRESET_SEED):
-        """`seed`: the seed of a preset's random weights (the same default as export's)."""
+    def __init__(self, model, device: str = "cpu", threads: Optional[int] = None, info: Optional[dict] = None):
         super().__init__()
-        self.spec, self.device, self.overrides, self.threads = model, device, dict(overrides or {}), threads
-        self.seed = seed
+        self.module, self.device, self.threads = model, device, threads
         self.model = None
-        self.info: dict = {}
+        self.info: dict = info or {"source": "module", "class_names": config_class_names(model.config)}
 
     def load_impl(self) -> None:
         torch = require("torch", "torch")
@@ -37,13 +39,7 @@ class TorchRuntime(Runtime):
                                "use --device cpu or install a CUDA build of torch")
         if self.threads:
             torch.set_num_threads(self.threads)
-        from foundry_edge.checkpoints.resolve import class_names_of, load_model
-
-        if isinstance(self.spec, str):
-            self.model, self.info = load_model(self.spec, seed=self.seed, **self.overrides)
-        else:
-            self.model, self.info = self.spec, {"source": "module", "class_names": class_names_of(self.spec.config)}
-        self.model = self.model.to(self.device).eval()
+        self.model = self.module.to(self.device).eval()
         config = self.model.config
         self.inputs, self.outputs = model_specs(config)
         # What an export of it would put in its manifest: the base class recentres far-off clouds when it normalises.
@@ -77,11 +73,9 @@ class TorchRuntime(Runtime):
         return torch.cuda.memory_allocated(self.device) if self.device.startswith("cuda") else None
 
 
-def model_specs(config):
-    """ModelConfig -> (inputs, outputs) as TensorSpecs: what a graph-grouped export of it declares."""
-    from foundry_edge.export.onnx_config import PointModelOnnxConfig, available_outputs
-
-    declared = PointModelOnnxConfig(config, "graph", available_outputs(config, "graph"), config.num_points, batch=2,
-                                    dynamic_batch=True, dynamic_points=True, max_batch=2,
-                                    max_points=config.num_points, opset=18)
-    return declared.input_specs(), declared.output_specs()
+def config_class_names(config, names=None) -> Optional[list]:
+    """`names` (default: the config's `extra["class_names"]`) where they fit its classifier head, else None."""
+    names = config.extra.get("class_names") if names is None else names
+    if not config.num_classes or not isinstance(names, list) or len(names) != config.num_classes:
+        return None
+    return [str(name) for name in names]

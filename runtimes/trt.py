@@ -15,7 +15,6 @@ import numpy as np
 
 from foundry_edge.errors import FoundryError
 from foundry_edge.runtimes import trt_compat
-from foundry_edge.contracts.preprocessing import Preprocessing
 from foundry_edge.runtimes.base import Runtime, TensorSpec
 from foundry_edge.runtimes.model_info import ModelInfo
 
@@ -29,7 +28,7 @@ class TrtRuntime(Runtime):
                  cuda: Optional[str] = None, sidecar_check: bool = True):
         """`sidecar_check=False` (--no-sidecar-check) loads the plan without checking it against its sidecar; the
         sidecar, where one parses, still gives names and preprocessing (sidecar.UNCHECKED says what is skipped)."""
-        from foundry_edge.runtimes.sidecar import read_sidecar, read_sidecar_unchecked
+        from foundry_edge.contracts.sidecar import read_sidecar, read_sidecar_unchecked
 
         self.path, self.cuda_graph, self.trt_module, self.cuda_choice = Path(plan_path), cuda_graph, trt_module, cuda
         self.sidecar_check = sidecar_check
@@ -47,8 +46,9 @@ class TrtRuntime(Runtime):
         self._graph_shapes = None
 
     def load_impl(self) -> None:
+        from foundry_edge.contracts.device import device_facts
+        from foundry_edge.contracts.sidecar import check_sidecar
         from foundry_edge.runtimes.cuda_host import open_cuda
-        from foundry_edge.runtimes.sidecar import check_sidecar, device_facts
 
         trt = trt_compat.import_tensorrt(self.trt_module)
         if self.sidecar_check:  # the TensorRT version is checked before CUDA: it needs no GPU
@@ -64,7 +64,8 @@ class TrtRuntime(Runtime):
             raise
 
     def _open_engine(self, trt) -> None:
-        from foundry_edge.runtimes.sidecar import check_sidecar, device_facts
+        from foundry_edge.contracts.device import device_facts
+        from foundry_edge.contracts.sidecar import check_sidecar
 
         if self.sidecar_check:
             check_sidecar(self.sidecar, device_facts(trt, self.cuda))

@@ -10,7 +10,7 @@
 | device memory           | device_memory_size             | device_memory_size_v2 | device_memory_size_v2        |
 | parser errors by node   | node index (older parsers)     | node name + operator  | node name + operator         |
 | supports_model_v2       | no                             | yes                   | yes                          |
-(../shared/research/deploy-stack.md). `FOUNDRY_EDGE_TRT_MODULE=tensorrt_rtx` (or `module=`) loads
+(docs/platform-notes.md, "TensorRT API by version"). `FOUNDRY_EDGE_TRT_MODULE=tensorrt_rtx` (or `module=`) loads
 TensorRT-RTX in place of TensorRT, for parser and builder checks on machines without TensorRT.
 """
 
@@ -98,7 +98,7 @@ def parser_errors(parser) -> List[str]:
 def refused_node_indices(parser, data: bytes, path: str) -> Optional[List[int]]:
     """ONNX node indices that `supports_model_v2` refuses (TensorRT >= 10, RTX); None where the model is
     supported or the parser predates supports_model_v2. Pass a parser that has not parsed yet
-    (after a parse supports_model_v2 misreports: research/this-machine.md)."""
+    (after a parse supports_model_v2 misreports: docs/platform-notes.md, "TensorRT Python API quirks")."""
     if not hasattr(parser, "supports_model_v2") or parser.supports_model_v2(data, path):
         return None
     return [j for i in range(parser.num_subgraphs) if not parser.is_subgraph_supported(i)
@@ -157,7 +157,7 @@ def keep_layers_fp32(trt, network, config, onnx_names: Iterable[str]) -> List[st
     """Pin sensitive layers to FP32 (layer.precision + PREFER_PRECISION_CONSTRAINTS); returns their names.
 
     A layer is pinned if its type is in FP32_LAYER_TYPES or it comes from one of `onnx_names` (the ONNX
-    nodes `precision.fp32_node_names` picks, e.g. the assignment logits).
+    nodes the caller keeps in FP32, e.g. the assignment logits: calibration.engine_inputs.fp32_node_names).
     """
     names: Set[str] = set(onnx_names)
     kinds = {getattr(trt.LayerType, t) for t in FP32_LAYER_TYPES if hasattr(trt.LayerType, t)}

@@ -154,7 +154,7 @@ def test_verify_judges_a_flipped_assignment_beside_its_health():
 
 
 def test_equal_infinite_margins_agree_and_other_infinities_fail():
-    from foundry_edge.export.validate import compare_outputs as export_compare
+    from foundry_edge.runtimes.compare import output_metrics as export_compare
     from foundry_edge.runtimes.compare import compare_outputs
 
     inf = np.full((2, 8), np.inf, np.float32)

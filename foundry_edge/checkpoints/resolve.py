@@ -66,11 +66,29 @@ def load_model(spec: str, seed: int | None = PRESET_SEED, **overrides):
 def class_names_of(config, spec: str = "") -> list | None:
     """The classifier's class names, index order: the bundled weights' (weights/bundled.json data.classes),
     else the config's `extra["class_names"]`; None without a head or where no names match its size."""
-    names = config.extra.get("class_names")
+    from foundry_edge.runtimes.pytorch import config_class_names
+
+    names = None
     if spec in BUNDLED:
         import json
 
         names = json.loads((WEIGHTS_DIR / "bundled.json").read_text(encoding="utf-8"))["data"]["classes"]
-    if not config.num_classes or not isinstance(names, list) or len(names) != config.num_classes:
-        return None
-    return [str(name) for name in names]
+    return config_class_names(config, names)
+
+
+def open_model(spec, runtime: str | None = None, **opts):
+    """A (not yet loaded) Runtime for anything a user names: a preset, 'default' or a checkpoint is loaded here
+    and run by TorchRuntime; an .onnx or a .plan/.engine (or a model object) goes to runtimes.open_runtime.
+
+    `opts`: torch (device, overrides, threads, seed), ort (optimization, threads), trt (cuda_graph, trt_module,
+    cuda, sidecar_check).
+    """
+    from foundry_edge.runtimes import model_kind, open_runtime
+
+    if not isinstance(spec, (str, Path)) or model_kind(spec) != "torch" or runtime not in (None, "torch"):
+        return open_runtime(spec, runtime, **opts)  # it also refuses a preset on another runtime, in one line
+    from foundry_edge.runtimes.pytorch import TorchRuntime
+
+    overrides, seed = opts.pop("overrides", None) or {}, opts.pop("seed", PRESET_SEED)
+    model, info = load_model(str(spec), seed=seed, **overrides)
+    return TorchRuntime(model, info=info, **opts)

@@ -31,15 +31,16 @@ def build(
     trt_module: Optional[str] = typer.Option(None, "--trt-module", help="Python module to build with (tensorrt_rtx: graph checks only)."),
 ) -> None:
     """Build a TensorRT engine on this device (plans are tied to the GPU and the TensorRT version)."""
+    from foundry_edge.calibration.engine_inputs import EngineInputsFromOnnx
     from foundry_edge.runtimes.build import BuildConfig, onnx2engine, parse_shapes
 
     config = BuildConfig(precision=precision, min_shapes=parse_shapes(min_shapes), opt_shapes=parse_shapes(opt_shapes),
                          max_shapes=parse_shapes(max_shapes), workspace_mib=workspace, opt_level=opt_level,
                          timing_cache=timing_cache, dla_core=dla_core, allow_gpu_fallback=allow_gpu_fallback,
-                         calib=calib, calib_cache=calib_cache, calib_method=calib_method, verbose=verbose,
-                         trt_module=trt_module)
+                         calib_cache=calib_cache, calib_method=calib_method, verbose=verbose, trt_module=trt_module)
     plan = output or onnx.with_name(f"{onnx.stem}.{precision}.plan")
-    result = onnx2engine(onnx, plan, config, log=typer.echo)
+    # The FP16 conversion, the FP32 nodes and the calibration feed are calibration's; the builder only builds.
+    result = onnx2engine(onnx, plan, config, EngineInputsFromOnnx(calib=list(calib)), log=typer.echo)
     typer.echo(f"wrote {result.plan} ({result.plan_bytes / 2**20:.1f} MiB) in {result.seconds:.1f} s")
     typer.echo(f"wrote {result.sidecar} and {result.trtexec}")
     typer.echo("trtexec equivalent: " + result.trtexec.read_text().strip())

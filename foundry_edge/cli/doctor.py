@@ -50,7 +50,7 @@ def version_of(module: str) -> Optional[str]:
 
 
 def gather_facts() -> Dict[str, object]:
-    from foundry_edge.runtimes.sidecar import jetson_facts
+    from foundry_edge.contracts.device import jetson_facts
 
     facts: Dict[str, object] = {"python": sys.version.split()[0], "platform": platform.platform(),
                                 "machine": platform.machine()}
@@ -101,7 +101,7 @@ def ort_providers() -> Optional[List[str]]:
 
 def telemetry_facts(telemetry: dict) -> Dict[str, object]:
     """Power mode, jetson_clocks, clocks, rails and thermals in words, and each telemetry source's state."""
-    from foundry_edge.profiling.report import board_text, clocks_text
+    from foundry_edge.profiling.render import board_text, clocks_text
 
     facts: Dict[str, object] = {}
     board = telemetry["jetson"]

@@ -72,7 +72,7 @@ def print_summary(console, result) -> None:
     """One table of checks per artifact, then the trtexec shapes for its profile."""
     from rich.table import Table
 
-    from foundry_edge.export.manifest import trtexec_shapes
+    from foundry_edge.contracts.trtexec import trtexec_shapes
 
     for artifact in result.artifacts:
         where = str(artifact.onnx_path) if artifact.onnx_path else "not written"

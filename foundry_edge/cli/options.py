@@ -22,7 +22,7 @@ def say_weights(echo: Callable[[str], None], spec: str, runtime) -> None:
 
 
 def say_unchecked(echo: Callable[[str], None], no_sidecar_check: bool) -> None:
-    from foundry_edge.runtimes.sidecar import UNCHECKED
+    from foundry_edge.contracts.sidecar import UNCHECKED
 
     if no_sidecar_check:
         echo(f"warning: {UNCHECKED}")

@@ -122,6 +122,9 @@ def profile(
     paths = {kind: out / path.name for kind, path in staged.items()}
     measured = report["measurements"]
     failed = [m for m in measured if m.get("status") != "ok"]
+    warned = {m["model"]: m["warning"] for m in report["models"] if m.get("warning")}
+    for label, warning in warned.items():
+        console.print(f"[yellow]warning[/yellow] {escape(label)}: {escape(warning)}", soft_wrap=True)
     for m in failed:
         console.print(f"[red]not measured[/red] {escape(m['model'])} {m['runtime']} N={m['points']} B={m['batch']}: "
                       f"{escape(m['error'])}")
@@ -144,7 +147,7 @@ def _check_memory(config) -> None:
     now (foundry_edge.scenes.check_budget on each preset or checkpoint at its largest batch)."""
     from foundry_edge.errors import FoundryError
     from foundry_edge.profiling.subjects import build_model
-    from foundry_edge.scenes import available_memory_bytes, check_budget
+    from foundry_edge.models.memory import available_memory_bytes, check_budget
 
     budget = available_memory_bytes()
     if budget is None:
@@ -154,8 +157,8 @@ def _check_memory(config) -> None:
             continue  # an ONNX file or a plan: its own sizes, measured as they come
         try:
             model = build_model(subject.spec, min(config.points), subject.overrides)
-        except FoundryError:
-            continue  # a model that does not load is a row with its error, as the run reports it
+        except (FoundryError, ImportError):
+            continue  # a model that does not load (or lacks torch) is a row with its error, as the run reports it
         for points in config.points:
             check_budget(model.config.replace(num_points=points), budget, max(config.batches), "graph",
                          fix="profile fewer --points or a smaller --batch")

@@ -36,28 +36,28 @@ def run(
 
     import numpy as np
 
-    from foundry_edge.data import DroppedPoints
-    from foundry_edge.runtimes import open_runtime
-    from foundry_edge.runtimes.compare import batches, gather_clouds, merge_batches
+    from foundry_edge.checkpoints.resolve import open_model
+    from foundry_edge.data import CloudLoader, DroppedPoints
+    from foundry_edge.runtimes.compare import run_batches
 
     if output is not None:
         from foundry_edge.fileio import refuse_overwrite
 
         refuse_overwrite(output, [*companions(model), *clouds])
-    rt = open_runtime(model, runtime, **backend_options(model, runtime, set_, device, cuda_graph, seed,
-                                                        no_sidecar_check))
+    rt = open_model(model, runtime, **backend_options(model, runtime, set_, device, cuda_graph, seed,
+                                                      no_sidecar_check))
     say_unchecked(typer.echo, no_sidecar_check)
     with rt:
         typer.echo(f"runtime {rt.name} on {rt.provider}; {len(clouds)} clouds at {rt.num_points} points")
         say_weights(typer.echo, model, rt)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DroppedPoints)  # each cloud's line below says what was dropped
-            read = gather_clouds([str(c) for c in clouds], rt.num_points, len(clouds), min_points=rt.group_size or 1,
-                                 drop_invalid=drop_invalid)
+            read = CloudLoader([str(c) for c in clouds], rt.num_points, min_points=rt.group_size or 1,
+                               drop_invalid=drop_invalid)()
         for note in read.notes():
             typer.echo(note)
         start = time.perf_counter()
-        outputs = merge_batches([rt.infer(chunk) for chunk in batches(read.points, batch)])
+        outputs = run_batches(rt, read.points, batch)
         seconds = time.perf_counter() - start
         class_names, num_supertokens = rt.class_names, rt.num_supertokens
         normalisation = rt.preprocessing.to_manifest()["normalize"]
@@ -77,7 +77,7 @@ def run(
 
 def backend_options(model: str, runtime: Optional[str], set_: List[str], device: str, cuda_graph: bool,
                     seed: int, no_sidecar_check: bool) -> dict:
-    """CLI options -> open_runtime keywords; options that do not apply to the chosen runtime are refused."""
+    """CLI options -> open_model keywords; options that do not apply to the chosen runtime are refused."""
     from foundry_edge.errors import FoundryError
     from foundry_edge.models.config import parse_overrides
     from foundry_edge.checkpoints.resolve import PRESET_SEED

@@ -37,9 +37,10 @@ def verify(
     """
     from foundry_edge.errors import FoundryError
     from foundry_edge.models.config import parse_overrides
-    from foundry_edge.checkpoints.resolve import PRESET_SEED
-    from foundry_edge.runtimes import model_kind, open_runtime
-    from foundry_edge.runtimes.compare import TOLERANCES, batches, compare_outputs, gather_clouds, merge_batches
+    from foundry_edge.checkpoints.resolve import PRESET_SEED, open_model
+    from foundry_edge.data.loader import CloudLoader
+    from foundry_edge.runtimes import model_kind
+    from foundry_edge.runtimes.compare import tolerance, verify as verify_runtimes
 
     overrides = parse_overrides(set_)
     kinds = (model_kind(model), model_kind(against))
@@ -57,28 +58,24 @@ def verify(
         return {"torch": {"overrides": overrides, "seed": seed},
                 "plan": {"sidecar_check": not no_sidecar_check}}.get(model_kind(spec), {})
 
-    with open_runtime(against, reference_runtime, **opts(against)) as ref, open_runtime(model, runtime, **opts(model)) as test:
+    with open_model(against, reference_runtime, **opts(against)) as ref, open_model(model, runtime, **opts(model)) as test:
         for spec, rt in ((against, ref), (model, test)):
             say_weights(typer.echo, spec, rt)
         wanted = precision or test.precision
-        if wanted not in TOLERANCES:
-            raise FoundryError(f"expected --precision in {sorted(TOLERANCES)}, got {wanted!r}")
+        tolerance(wanted)
         num_points = test.num_points or ref.num_points
         typer.echo(f"reference {against} on {ref.provider}; model {model} on {test.provider}; {wanted} tolerances")
+        loader = CloudLoader(clouds, num_points, None if clouds else samples, split="verify",
+                             min_points=max(test.group_size or 1, ref.group_size or 1), drop_invalid=drop_invalid)
         with note_dropped(typer.echo):
-            points = gather_clouds(clouds, num_points, samples, drop_invalid=drop_invalid,
-                                   min_points=max(test.group_size or 1, ref.group_size or 1)).points
-        typer.echo(f"comparing on {len(points)} clouds of {num_points} points ({'files' if clouds else 'synthetic shapes'})")
-        expected = merge_batches([ref.infer(chunk) for chunk in batches(points, batch)])
-        got = merge_batches([test.infer(chunk) for chunk in batches(points, batch)])
-        num_supertokens = ref.num_supertokens or test.num_supertokens
-    checks = compare_outputs(expected, got, wanted, num_supertokens)
-    print_checks(checks)
+            loader()
+        typer.echo(f"comparing on {len(loader)} clouds of {num_points} points ({'files' if clouds else 'synthetic shapes'})")
+        report = verify_runtimes(test, ref, loader, batch, wanted)
+    print_checks(report.checks)
     if as_json:
-        typer.echo(json.dumps([c.to_dict() for c in checks], indent=2))
-    passed = all(c.passed for c in checks)
-    typer.echo("PASSED" if passed else "FAILED")
-    if not passed:
+        typer.echo(json.dumps([c.to_dict() for c in report.checks], indent=2))
+    typer.echo("PASSED" if report.passed else "FAILED")
+    if not report.passed:
         raise typer.Exit(1)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 RUNTIMES = ("torch", "ort-cpu", "ort-cuda", "ort-trt", "trt")
 PLAN_SUFFIXES = (".plan", ".engine")
 MODEL_KINDS = ("torch", "onnx", "plan")
+PRECISIONS = ("fp32", "fp16", "int8")
 # What each kind of model file can run on; the first is the default.
 VALID = {"torch": ("torch",), "onnx": ("ort-cpu", "ort-cuda", "ort-trt"), "plan": ("trt",)}
 

@@ -230,3 +230,35 @@ class SyntheticShapes:
     def __repr__(self) -> str:
         return (f"SyntheticShapes(num_samples={self.num_samples}, num_points={self.num_points}, seed={self.seed}, "
                 f"classes={len(self.classes)}, noise={self.noise}, split={self.split!r})")
+
+
+def example_clouds(batch: int, num_points: int, seed: int) -> np.ndarray:
+    """(B, N, 3) float32 noisy ellipsoids, off-centre and unscaled: deterministic for a seed.
+
+    What export traces and validates with: unlike SyntheticShapes they are not normalised, so the
+    graph's own centring and scaling is exercised.
+    """
+    rng = np.random.default_rng(seed)
+    pts = rng.normal(size=(batch, num_points, 3))
+    pts /= np.linalg.norm(pts, axis=-1, keepdims=True)
+    pts = pts * rng.uniform(0.3, 2.0, size=(batch, 1, 3)) + rng.normal(size=(batch, 1, 3))
+    return (pts + 0.01 * rng.normal(size=pts.shape)).astype(np.float32)
+
+
+def synthetic_scene(num_points: int, seed: int = 0) -> np.ndarray:
+    """(N, 3) float32 indoor-like scene: a floor with a density gradient, objects, a few outliers.
+
+    Uneven density and isolated points are what break naive subsampling, so the scene has both.
+    """
+    rng = np.random.default_rng(seed)
+    n_floor, n_outliers = int(num_points * 0.4), max(1, num_points // 5000)
+    n_objects = num_points - n_floor - n_outliers
+    floor = np.column_stack([rng.uniform(0, 8, n_floor) ** 1.5 / 8 ** 0.5, rng.uniform(0, 8, n_floor),
+                             rng.normal(0, 0.005, n_floor)])
+    parts = [floor, rng.uniform([-2, -2, 0], [10, 10, 4], size=(n_outliers, 3))]
+    per_object = np.diff(np.linspace(0, n_objects, 13).astype(int))
+    for i, count in enumerate(per_object):
+        shape, _ = sample_shape(SYNTHETIC_CLASSES[i % len(SYNTHETIC_CLASSES)], int(count), rng)
+        scale = rng.uniform(0.3, 1.2)
+        parts.append(shape * scale + [rng.uniform(0.5, 7.5), rng.uniform(0.5, 7.5), scale])
+    return np.concatenate(parts).astype(np.float32)

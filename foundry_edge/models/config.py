@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from foundry_edge.contracts.preprocessing import ALGORITHMS
 from foundry_edge.errors import FoundryError
 
 KINDS = ("teacher", "student")
@@ -22,7 +23,7 @@ DSO_LOGITS = ("centered-cosine", "dot")
 # the field existed, so an old checkpoint keeps computing what it was trained to compute. A field whose
 # default is the old behaviour (pos_every_block, cls_token, cls_head_layout) needs no entry.
 LEGACY_DEFAULTS = {"dso_logits": "dot"}
-GROUPINGS = ("exact", "scalable")
+GROUPINGS = ALGORITHMS  # the grouping algorithm a model is built with (placement is an export option)
 # Classification head layouts: Point-MAE's cls_head_finetune (Linear-BN-ReLU-Dropout twice, then Linear)
 # and Point-BERT's (Linear-ReLU-Dropout-Linear), so either fine-tuned head imports by key renaming.
 CLS_HEAD_LAYOUTS = ("point-mae", "point-bert")

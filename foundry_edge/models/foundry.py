@@ -7,7 +7,7 @@ Foundry (arXiv 2511.20721) takes DSO and CAU from 3DLST (arXiv 2405.15826):
 - CAU: Y_hat = MLP(T + CAM . S_enc): each token gets back the encoder output of its SuperToken plus a
   residual of its own token, then an MLP to the teacher's width.
 
-Choices the paper leaves open (../shared/research/foundry-model.md, OPEN):
+Choices the paper leaves open (docs/platform-notes.md, "Open choices in the Foundry paper"):
 - An empty SuperToken (no token assigned) keeps its learned embedding S_k, at the origin (the cloud's
   centroid after normalisation): a defined value, no division by zero.
 - Ties in the assignment go to the lowest SuperToken index (ArgMax semantics), so each token has

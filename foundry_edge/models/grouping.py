@@ -3,7 +3,7 @@
 (B, N, 3) points -> G centres by farthest point sampling (FPS) -> K nearest neighbours of each centre
 -> (B, G, K, 3) neighbourhoods relative to their centre (Point-BERT / Point-MAE tokenizer).
 
-Export notes (../shared/research/deploy-stack.md):
+Export notes (docs/platform-notes.md, "TensorRT versions and ONNX opsets"):
 - FPS is a Python loop of fixed length G, which unrolls into ~13 small ONNX nodes per centre, all on
   (B, N) coordinate planes; the start is deterministic (the point farthest from the centroid, so it
   does not depend on the point order), where the CUDA op in Point-MAE starts at a random or first index.

@@ -12,7 +12,7 @@ models/grouping.py, but never with a (G x N) distance matrix in memory and never
 3. Exact kNN over all N points, a fixed-size chunk of centres at a time: Python-unrolled TopK on
    (B, chunk, N) distances, so memory is B * chunk * N * 4 bytes.
 
-foundry_edge/data/scene_grouping.py is the numpy twin (host grouping): same candidates, same centres, and a
+foundry_edge/data/grouping/scalable.py is the numpy twin (host grouping): same candidates, same centres, and a
 k-d tree for the kNN, which is what makes 2^18 points fast; the graph kNN here is exact but O(G N).
 """
 

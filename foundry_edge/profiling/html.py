@@ -10,21 +10,14 @@ against latency with its Pareto front when accuracy figures are given; the laten
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-import re
 from collections import defaultdict
 
-from foundry_edge.profiling.report import (
-    _f, _mib, accuracy_points, board_text, clocks_text, device_bytes, measured_telemetry, stage_names, validity,
+from foundry_edge.profiling.render import (
+    CSS, accuracy_points, board_text, clocks_text, device_bytes, html_table, measured_telemetry, mib, number, png,
+    plots_or_note, stage_names, validity,
 )
 
-CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
-table{border-collapse:collapse;margin:.6em 0;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top}
-th{background:#f2f2f2;text-align:left}td.n{text-align:right}.err{color:#a00}img{max-width:100%;display:block;margin:.4em 0}
-code{background:#f5f5f5}table.facts td:first-child{white-space:nowrap;font-weight:600}figure{margin:1em 0}
-figcaption{color:#555;font-size:13px}"""
 STAGE_COLOURS = {"grouping": "#4c78a8", "tokenizer": "#72b7b2", "assignment": "#f58518", "positions": "#eeca3b",
                  "encoder": "#54a24b", "upsampling": "#e45756", "head": "#b279a2", "other": "#bab0ac",
                  "total": "#9d9d9d"}
@@ -32,15 +25,6 @@ STAGE_COLOURS = {"grouping": "#4c78a8", "tokenizer": "#72b7b2", "assignment": "#
 
 def ok_rows(report: dict) -> list[dict]:
     return [r for r in report["measurements"] if r.get("status") == "ok"]
-
-
-def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _name(r: dict) -> str:
@@ -223,21 +207,10 @@ def plots(report: dict) -> list[tuple[str, str, str]]:
         out.append(("Accuracy vs latency", "Filled: on the Pareto front; hollow: another model is at least as fast "
                                            "and as accurate.", accuracy_plot(report)))
     out.append(("Latency distribution", "Every timed call.", distribution_plot(rows)))
-    return [(title, caption, _png(fig)) for title, caption, fig in out]
+    return [(title, caption, png(fig)) for title, caption, fig in out]
 
 
 # -- tables -----------------------------------------------------------------------------------------
-NUMBER = re.compile(r"-?[\d.]+(e[-+]?\d+)?x?|-")
-
-
-def _table(header: list[str], rows: list[list], cls: str = "") -> str:
-    """An HTML table; numbers (and "-" for none) right-aligned."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td{' class=n' if NUMBER.fullmatch(str(v)) else ''}>{html.escape(str(v))}</td>"
-                                    for v in row) + "</tr>" for row in rows)
-    return f"<table{f' class={cls}' if cls else ''}><tr>{head}</tr>{body}</table>"
-
-
 def _gib(value) -> str:
     return "-" if value is None else f"{value / 2**30:.1f} GiB"
 
@@ -256,8 +229,8 @@ def machine_rows(m: dict) -> list[list[str]]:
             ["GPUs", "; ".join(f"{g['name']} ({_gib(g.get('memory_bytes'))}, driver {g.get('driver') or '?'})"
                                for g in m.get("gpus") or []) or "none"],
             ["Load average 1/5/15 min", f"start {_loads(m.get('load_average_start'))}, end {_loads(m.get('load_average'))}"],
-            ["fp32 matmul peak", f"{_f(peak.get('gflops'), '.1f')} GFLOP/s (numpy {_f(peak.get('numpy'), '.1f')}, "
-                                 f"torch {_f(peak.get('torch'), '.1f')}; {peak.get('size')}^3)"
+            ["fp32 matmul peak", f"{number(peak.get('gflops'), '.1f')} GFLOP/s (numpy {number(peak.get('numpy'), '.1f')}, "
+                                 f"torch {number(peak.get('torch'), '.1f')}; {peak.get('size')}^3)"
                                  + (f"; not measured: {peak['error']}" if peak.get("error") else "")],
             ["Python", m.get("python_executable") or "-"],
             ["Versions", ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items())]]
@@ -274,29 +247,20 @@ def machine_rows(m: dict) -> list[list[str]]:
     return rows
 
 
-def plots_or_note(make_plots, report: dict, parts: list) -> list:
-    """`make_plots(report)`, or no plots and a line in `parts` saying matplotlib is missing."""
-    try:
-        return make_plots(report)
-    except ImportError:
-        parts.append("<p>Plots need matplotlib: pip install 'foundry-edge[report]'.</p>")
-        return []
-
-
 def to_html(report: dict) -> str:
     s, m = report["settings"], report["machine"]
     parts = [f"<h1>foundry-edge profile</h1><p>{html.escape(report['created'])}, {html.escape(m['cpu'])}, "
-             f"{s['threads']} threads, matmul peak {_f(m['matmul_peak'].get('gflops'), '.1f')} GFLOP/s. "
+             f"{s['threads']} threads, matmul peak {number(m['matmul_peak'].get('gflops'), '.1f')} GFLOP/s. "
              f"Timed: {html.escape(s['timed'])}.</p>"]
     measured = ok_rows(report)
-    parts.append("<h2>Latency and memory</h2>" + _table(
+    parts.append("<h2>Latency and memory</h2>" + html_table(
         ["model", "runtime", "points", "batch", "median ms", "mean", "p90", "p95", "p99", "std", "min", "clouds/s",
          "peak RSS MiB", "device MiB", "model MiB", "GFLOP/s", "% peak"],
         [[r["model"], r["runtime"], r["points"], r["batch"]] +
          [f"{r['latency_ms'][k]:.2f}" for k in ("median", "mean", "p90", "p95", "p99", "std", "min")] +
-         [f"{r['throughput_cps']:.1f}", _mib(r["memory"].get("peak_rss_bytes")),
-          _mib(device_bytes(r["memory"])), _mib(r["memory"].get("model_bytes")),
-          _f(r["achieved_gflops"], ".1f"), _f(r["percent_of_peak"], ".0f")] for r in measured]))
+         [f"{r['throughput_cps']:.1f}", mib(r["memory"].get("peak_rss_bytes")),
+          mib(device_bytes(r["memory"])), mib(r["memory"].get("model_bytes")),
+          number(r["achieved_gflops"], ".1f"), number(r["percent_of_peak"], ".0f")] for r in measured]))
     with_telemetry = measured_telemetry(report)
     told = [r for r in with_telemetry if r["telemetry"]["valid"] is not None or r["telemetry"]["energy_mj_per_call"]]
     if with_telemetry and not told:
@@ -305,16 +269,16 @@ def to_html(report: dict) -> str:
     elif with_telemetry:
         parts.append("<h2>Energy and validity</h2><p>Energy over the steady window (the timed calls after warm-up); "
                      "a measurement is invalid when a watched clock fell by more than 10 % or anything throttled.</p>"
-                     + _table(["model", "runtime", "points", "batch", "mean W", "mJ per call", "mJ per cloud",
+                     + html_table(["model", "runtime", "points", "batch", "mean W", "mJ per call", "mJ per cloud",
                                "source", "valid"],
-                              [[r["model"], r["runtime"], r["points"], r["batch"], _f(r["telemetry"]["power_w"]),
-                                _f(r["telemetry"]["energy_mj_per_call"]), _f(r["telemetry"]["energy_mj_per_cloud"]),
+                              [[r["model"], r["runtime"], r["points"], r["batch"], number(r["telemetry"]["power_w"]),
+                                number(r["telemetry"]["energy_mj_per_call"]), number(r["telemetry"]["energy_mj_per_cloud"]),
                                 r["telemetry"]["energy_source"] or "-", validity(r)] for r in with_telemetry]))
     if report["comparisons"]:
-        parts.append("<h2>Student vs teacher</h2>" + _table(
+        parts.append("<h2>Student vs teacher</h2>" + html_table(
             ["student", "runtime", "points", "batch", "speed-up", "FLOPs ratio", "peak RSS ratio", "model size ratio"],
-            [[c["student"], c["runtime"], c["points"], c["batch"], f"{c['speedup']:.2f}x", _f(c["flops_ratio"]),
-              _f(c["peak_rss_ratio"]), _f(c["model_bytes_ratio"])] for c in report["comparisons"]]))
+            [[c["student"], c["runtime"], c["points"], c["batch"], f"{c['speedup']:.2f}x", number(c["flops_ratio"]),
+              number(c["peak_rss_ratio"]), number(c["model_bytes_ratio"])] for c in report["comparisons"]]))
     failed = [r for r in report["measurements"] if r.get("status") != "ok"]
     if failed:
         items = [f"{r['model']} {r['runtime']} N={r['points']} B={r['batch']}: [{r['error_kind']}] {r['error']}"
@@ -327,12 +291,12 @@ def to_html(report: dict) -> str:
               for title, caption, data in figures]
     for row in report["operators"]:
         title = f"Where the time goes: {row['model']}, ONNX Runtime CPU, N={row['points']} B={row['batch']}"
-        parts.append(f"<h2>{html.escape(title)}</h2>" + (_table(
+        parts.append(f"<h2>{html.escape(title)}</h2>" + (html_table(
             ["operator", "ms / run", "%", "nodes"],
             [[op["op_type"], f"{op['ms_per_run']:.2f}", f"{op['percent']:.1f}", op["nodes"]] for op in row["operators"]])
             if row.get("status") == "ok" else f"<p class=err>{html.escape(str(row.get('error')))}</p>"))
     if report["notes"]:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in report["notes"]) + "</ul>")
-    parts.append("<h2>Machine</h2>" + _table(["fact", "value"], machine_rows(m), cls="facts"))
+    parts.append("<h2>Machine</h2>" + html_table(["fact", "value"], machine_rows(m), cls="facts"))
     return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>foundry-edge profile</title>"
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n")

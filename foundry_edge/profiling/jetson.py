@@ -35,7 +35,6 @@ SUM_OF_RAILS = "sum of rails"
 OFF_SENSOR_MC = -100_000  # below -100 degC a zone reads a powered-off sensor (Orin prints -256000)
 OC_EVENTS = {"oc1": "under-voltage", "oc2": "average over-current", "oc3": "instantaneous over-current"}
 
-
 def read(path: Path) -> str | None:
     try:
         return path.read_text(errors="replace").strip("\x00\n ")
@@ -287,16 +286,6 @@ def parse_jetson_clocks_show(text: str) -> dict:
         pinned.append(out["emc"]["FreqOverride"] == "1")
     out["locked"] = all(pinned) if pinned else None
     return out
-
-
-def board(root: Path) -> dict:
-    """Model name and L4T release of a Jetson under root; {} elsewhere."""
-    model = read(root / "proc/device-tree/model") or read(root / "sys/firmware/devicetree/base/model")
-    release = read(root / "etc/nv_tegra_release")
-    match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", release or "")
-    facts = {"model": model if model and ("jetson" in model.lower() or release) else None,
-             "l4t": f"{match.group(1)}.{match.group(2)}" if match else None}
-    return {key: value for key, value in facts.items() if value}
 
 
 # -- tegrastats -------------------------------------------------------------------------------------

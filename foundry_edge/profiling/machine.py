@@ -16,6 +16,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from foundry_edge.contracts.device import jetson_board
+
 # Distributions whose versions a reader needs to compare two reports.
 PACKAGES = ("foundry-edge", "numpy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt",
             "tensorrt-rtx", "cuda-python", "pycuda")
@@ -75,8 +77,8 @@ def gpus() -> list[dict]:
     for line in (out or "").splitlines():
         name, memory_mib, driver = [part.strip() for part in line.split(",")]
         found.append({"name": name, "memory_bytes": int(float(memory_mib)) * 2**20, "driver": driver})
-    board = _read("/proc/device-tree/model")
-    if not found and board and "jetson" in board.lower():
+    board = jetson_board("/").get("model")
+    if not found and board:
         found.append({"name": board, "memory_bytes": None, "driver": "integrated (shares system RAM)"})
     return found
 

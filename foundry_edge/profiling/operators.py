@@ -7,17 +7,13 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from foundry_edge.errors import require
-
 
 def profile_operators(onnx_path: str, clouds, threads: int, runs: int = 10) -> list[dict]:
     """(B, N, 3) clouds through `runs` timed runs of an ONNX model on the CPU provider ->
     [{"op_type", "ms_per_run", "percent", "nodes"}], slowest first; the first (warm-up) run is dropped."""
-    ort = require("onnxruntime", "cpu")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.enable_profiling = True
-    session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+    from foundry_edge.runtimes.ort import make_session
+
+    session = make_session(onnx_path, threads=threads, profiling=True)
     feed = {session.get_inputs()[0].name: clouds}
     for _ in range(runs + 1):
         session.run(None, feed)

@@ -20,6 +20,10 @@ import datetime as dt
 import time
 from pathlib import Path
 
+from foundry_edge.profiling.render import (
+    accuracy_points, board_text, clocks_text, device_bytes, measured_telemetry, mib, number, stage_names, validity,
+)
+
 SCHEMA = "foundry-edge/profile"
 SCHEMA_VERSION = 2
 TIMED = ("runtime.infer(points): a (B, N, 3) float32 host array in, host arrays out (host in -> host out); "
@@ -38,6 +42,9 @@ def build(config, facts: dict, peak: dict, models: dict, measurements: list[dict
         problem = info.get("error") or (info.get("export") or {}).get("warning")
         if problem:
             notes = notes + [f"{key[0]} at {key[1]} points: {problem}"]
+    # once per model, not per point count (e.g. FLOPs unknown: an export older than its `cost` section)
+    notes = notes + list(dict.fromkeys(f"{label}: {info['warning']}" for (label, _), info in models.items()
+                                       if info.get("warning")))
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         "created": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
@@ -118,26 +125,13 @@ def comparisons(config, measurements: list[dict], models: dict) -> list[dict]:
     return rows
 
 
-def device_bytes(memory: dict):
-    """Device memory of a measurement: the cudaMemGetInfo delta, else what the runtime says it holds."""
-    return memory.get("device_used_bytes") or memory.get("runtime_device_bytes")
-
-
 def _ratio(a, b):
     return a / b if a and b else None
 
 
 # -- Markdown --------------------------------------------------------------------------------------
-def _f(value, fmt: str = ".2f", none: str = "-") -> str:
-    return none if value is None else format(value, fmt)
-
-
 def _loads(values) -> str:
     return "-" if not values else "/".join(f"{v:.1f}" for v in values)
-
-
-def _mib(value) -> str:
-    return "-" if value is None else f"{value / 2**20:.1f}"
 
 
 def to_markdown(report: dict) -> str:
@@ -147,7 +141,7 @@ def to_markdown(report: dict) -> str:
     lines = [
         "# foundry-edge profile", "",
         f"Created {report['created']} in {report['duration_s']:.0f} s on {m['cpu']} ({m['usable_cores']} usable cores, "
-        f"{_f(m['ram_bytes'] and m['ram_bytes'] / 2**30, '.1f')} GiB RAM), {s['threads']} threads. "
+        f"{number(m['ram_bytes'] and m['ram_bytes'] / 2**30, '.1f')} GiB RAM), {s['threads']} threads. "
         f"GPU: {', '.join(g['name'] for g in m['gpus']) or 'none'}. Load average (1, 5, 15 min) at the start "
         f"{_loads(m.get('load_average_start'))}, at the end {_loads(m.get('load_average'))}: other work on the "
         "machine slows every figure.", "",
@@ -155,8 +149,8 @@ def to_markdown(report: dict) -> str:
         f"- Threads: {s['thread_settings']}.",
         f"- Warm-up {s['warmup_s']} s, then " + (f"{s['iterations']} iterations" if s["iterations"] else
                                                   f"{s['duration_s']} s") + "; " + s["process"] + ".",
-        f"- fp32 matmul peak: {_f(peak.get('gflops'), '.1f')} GFLOP/s (numpy {_f(peak.get('numpy'), '.1f')}, "
-        f"torch {_f(peak.get('torch'), '.1f')}, {peak.get('size')}^3).",
+        f"- fp32 matmul peak: {number(peak.get('gflops'), '.1f')} GFLOP/s (numpy {number(peak.get('numpy'), '.1f')}, "
+        f"torch {number(peak.get('torch'), '.1f')}, {peak.get('size')}^3).",
         f"- Versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}.",
     ]
     lines += telemetry_lines(m.get("telemetry"))
@@ -170,20 +164,20 @@ def to_markdown(report: dict) -> str:
         lat, mem = r["latency_ms"], r["memory"]
         cv = f"{lat['cv']:.2f}" + (" unstable" if r.get("unstable") else "") if "cv" in lat else "-"
         lines.append(f"| {r['model']} | {r['runtime']} | {r['points']} | {r['batch']} | {lat['median']:.2f} | "
-                     f"{lat['mean']:.2f} | {lat['p90']:.2f} | {_f(lat.get('p90_upper_bound'), '.2f')} | "
+                     f"{lat['mean']:.2f} | {lat['p90']:.2f} | {number(lat.get('p90_upper_bound'), '.2f')} | "
                      f"{lat['p95']:.2f} | {lat['p99']:.2f} | {lat['std']:.2f} | {cv} | "
-                     f"{lat['min']:.2f} | {r['throughput_cps']:.1f} | {_mib(mem.get('peak_rss_bytes'))} | "
-                     f"{_mib(device_bytes(mem))} | {_mib(mem.get('model_bytes'))} | "
-                     f"{_f(r['flops'] and r['flops'] / 1e9, '.3f')} | {_f(r['achieved_gflops'], '.1f')} | "
-                     f"{_f(r['percent_of_peak'], '.0f')} |")
+                     f"{lat['min']:.2f} | {r['throughput_cps']:.1f} | {mib(mem.get('peak_rss_bytes'))} | "
+                     f"{mib(device_bytes(mem))} | {mib(mem.get('model_bytes'))} | "
+                     f"{number(r['flops'] and r['flops'] / 1e9, '.3f')} | {number(r['achieved_gflops'], '.1f')} | "
+                     f"{number(r['percent_of_peak'], '.0f')} |")
     if report["comparisons"]:
         lines += ["", "## Student vs teacher", "",
                   "| student | runtime | points | batch | speed-up | FLOPs ratio | speed-up / FLOPs ratio | "
                   "peak RSS ratio | model size ratio |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for c in report["comparisons"]:
             lines.append(f"| {c['student']} | {c['runtime']} | {c['points']} | {c['batch']} | {c['speedup']:.2f}x | "
-                         f"{_f(c['flops_ratio'])}x | {_f(c['speedup_over_flops'] and 100 * c['speedup_over_flops'], '.0f')}% | "
-                         f"{_f(c['peak_rss_ratio'])} | {_f(c['model_bytes_ratio'])} |")
+                         f"{number(c['flops_ratio'])}x | {number(c['speedup_over_flops'] and 100 * c['speedup_over_flops'], '.0f')}% | "
+                         f"{number(c['peak_rss_ratio'])} | {number(c['model_bytes_ratio'])} |")
     lines += energy_markdown(report) + stages_markdown(report) + accuracy_markdown(report)
     errors = [r for r in report["measurements"] if r.get("status") != "ok"]
     if errors:
@@ -208,38 +202,6 @@ def telemetry_lines(telemetry: dict | None) -> list[str]:
     return lines
 
 
-def board_text(board: dict) -> str:
-    """"NVIDIA Jetson Orin Nano Developer Kit, L4T 36.4.3; power mode 25W (id 1); jetson_clocks off"."""
-    mode = board.get("power_mode") or {}
-    locked = {True: "on", False: "off"}.get((board.get("jetson_clocks") or {}).get("locked"), "unknown")
-    return (f"{board.get('model', 'unknown board')}, L4T {board.get('l4t', '?')}; power mode "
-            f"{mode.get('name') or 'unknown'} (id {mode.get('id', '?')}); jetson_clocks {locked}")
-
-
-def clocks_text(clocks: dict) -> str:
-    """{"gpu": {"cur", "min", "max"}, ...} -> "GPU 918 MHz (306..918), EMC ..."."""
-    parts = []
-    for name, info in clocks.items():
-        if info.get("cur") is None:
-            parts.append(f"{name.upper()} not readable")
-            continue
-        span = f" ({info['min']:.0f}..{info['max']:.0f})" if info.get("min") is not None and info.get("max") else ""
-        parts.append(f"{name.upper()} {info['cur']:.0f} MHz{span}")
-    return ", ".join(parts)
-
-
-def measured_telemetry(report: dict) -> list[dict]:
-    return [r for r in report["measurements"] if r.get("status") == "ok" and r.get("telemetry")]
-
-
-def validity(row: dict) -> str:
-    """"yes", "NO (why)" or "unknown (why)" for a measurement's telemetry."""
-    t = row["telemetry"]
-    if t["valid"] is None:
-        return "unknown"
-    return "yes" if t["valid"] else "NO: " + "; ".join(t["invalid_reasons"])
-
-
 def energy_markdown(report: dict) -> list[str]:
     rows = measured_telemetry(report)
     if not rows:
@@ -251,20 +213,11 @@ def energy_markdown(report: dict) -> list[str]:
              "|---|---|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
         t = r["telemetry"]
-        lines.append(f"| {r['model']} | {r['runtime']} | {r['points']} | {r['batch']} | {_f(t['power_w'])} | "
-                     f"{_f(t['energy_mj_per_call'])} | {_f(t['energy_mj_per_cloud'])} | {t['energy_source'] or '-'} | "
+        lines.append(f"| {r['model']} | {r['runtime']} | {r['points']} | {r['batch']} | {number(t['power_w'])} | "
+                     f"{number(t['energy_mj_per_call'])} | {number(t['energy_mj_per_cloud'])} | {t['energy_source'] or '-'} | "
                      f"{validity(r)} |")
     unknown = {reason for r in rows if r["telemetry"]["valid"] is None for reason in r["telemetry"]["invalid_reasons"]}
     return lines + [""] + [f"Validity unknown: {reason}." for reason in sorted(unknown)] if unknown else lines
-
-
-def stage_names(rows: list[dict]) -> list[str]:
-    """The stages any row has, in the order a forward pass runs them, "other" last."""
-    from foundry_edge.profiling.stages import STAGES
-
-    seen = {name for r in rows for name in (r.get("stages_ms") or {})}
-    order = list(dict.fromkeys(name for name, _ in STAGES)) + sorted(seen - {name for name, _ in STAGES} - {"other"})
-    return [name for name in order if name in seen] + (["other"] if "other" in seen else [])
 
 
 def stages_markdown(report: dict) -> list[str]:
@@ -275,24 +228,8 @@ def stages_markdown(report: dict) -> list[str]:
     lines = ["", "## Time by stage (torch, median ms of the runs with stage timers)", "",
              "| model | points | batch | " + " | ".join(names) + " |", "|---|---:|---:|" + "---:|" * len(names)]
     lines += [f"| {r['model']} | {r['points']} | {r['batch']} | " +
-              " | ".join(_f(r["stages_ms"].get(name)) for name in names) + " |" for r in rows]
+              " | ".join(number(r["stages_ms"].get(name)) for name in names) + " |" for r in rows]
     return lines
-
-
-def accuracy_points(report: dict) -> dict[str, list[dict]]:
-    """{runtime: [{"label", "cost" (median ms), "accuracy", "role"}]} at the first point count and the
-    smallest batch, for the models with an accuracy figure."""
-    accuracy = report["settings"].get("accuracy") or {}
-    rows = [r for r in report["measurements"] if r.get("status") == "ok" and r["model"] in accuracy]
-    if not rows:
-        return {}
-    points, batch = report["settings"]["points"][0], min(report["settings"]["batches"])
-    out: dict[str, list[dict]] = {}
-    for r in rows:
-        if r["points"] == points and r["batch"] == batch:
-            out.setdefault(r["runtime"], []).append({"label": r["model"], "cost": r["latency_ms"]["median"],
-                                                     "accuracy": accuracy[r["model"]], "role": r["role"]})
-    return out
 
 
 def accuracy_markdown(report: dict) -> list[str]:

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from foundry_edge.errors import FoundryError
+from foundry_edge.contracts.artifacts import RUNTIMES
+from foundry_edge.errors import FoundryError, MissingDependencyError
 from foundry_edge.profiling.subjects import Subject, artifact_for, describe
 
-RUNTIMES = ("torch", "ort-cpu", "ort-cuda", "ort-trt", "trt")
 WORKER = "foundry_edge.profiling.worker"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -205,9 +205,26 @@ def describe_all(config: ProfileConfig, progress: Progress) -> tuple[dict, list[
             progress(f"cost of {subject.label} at {points} points")
             try:
                 models[subject.label, points] = {"role": subject.role, **describe(subject, points)}
+            except ImportError as exc:
+                models[subject.label, points] = {"role": subject.role, "error": str(missing_extra(exc))}
             except FoundryError as exc:
                 models[subject.label, points] = {"role": subject.role, "error": str(exc)}
     return models, input_mismatches(config, models)
+
+
+# The extra (pyproject.toml) that installs each optional package a subject may need.
+EXTRAS = {"torch": "torch", "onnxscript": "torch", "onnxsim": "torch", "onnxslim": "torch", "onnxruntime": "cpu",
+          "tensorrt": "trt", "scipy": "scenes", "fpsample": "scenes", "h5py": "data", "laspy": "data",
+          "matplotlib": "report", "psutil": "report"}
+
+
+def missing_extra(exc: ImportError) -> MissingDependencyError:
+    """An optional package a subject needs, as one line naming the extra; any other ImportError is a bug."""
+    package = (exc.name or "").partition(".")[0]
+    if package not in EXTRAS:
+        raise exc
+    return MissingDependencyError(f"'{package}' is not installed ({exc}); install it with: "
+                                  f"pip install 'foundry-edge[{EXTRAS[package]}]'")
 
 
 def input_mismatches(config: ProfileConfig, models: dict) -> list[str]:

@@ -1,8 +1,10 @@
 """The models a profile compares: what the user named (preset, `default`, checkpoint, .onnx, .plan),
 the model at a given point count, its cost, and the file a runtime opens.
 
-The group count scales with the points (`ModelConfig.replace(num_points=...)` keeps N / 16), so a
-student and its teacher are compared at the same c at every point count.
+A preset or checkpoint is built and counted with torch, its group count scaled with the points
+(`ModelConfig.replace(num_points=...)` keeps N / 16), so a student and its teacher are compared at the
+same c at every point count. An exported ONNX or plan needs no torch: its group count is fixed at export
+and its FLOPs come from the `cost` its export recorded (docs/contracts.md, "Export artifacts").
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from foundry_edge.errors import FoundryError
 from foundry_edge.checkpoints.resolve import PRESET_SEED
-
-ONNX_SUFFIXES = (".onnx",)
-PLAN_SUFFIXES = (".plan", ".engine")
+from foundry_edge.contracts.artifacts import model_kind
+from foundry_edge.contracts.manifest import read_manifest
+from foundry_edge.contracts.onnx_graph import graph_specs, read_onnx
+from foundry_edge.contracts.sidecar import read_sidecar_unchecked
+from foundry_edge.errors import FoundryError
 
 
 @dataclass
@@ -32,15 +35,14 @@ class Subject:
     @property
     def format(self) -> str:
         """'onnx', 'plan', or 'torch' (a preset, `default`, or a checkpoint)."""
-        suffix = Path(self.spec).suffix.lower()
-        return "onnx" if suffix in ONNX_SUFFIXES else "plan" if suffix in PLAN_SUFFIXES else "torch"
+        return model_kind(self.spec)
 
     @property
     def label(self) -> str:
         """The model's name: an ONNX file's manifest names it (`model.onnx` says little), with its precision."""
         if self.format == "onnx" and Path(self.spec).is_file():
             try:
-                manifest = read_onnx_manifest(self.spec) or {}
+                manifest = read_manifest(self.spec) or {}
             except FoundryError:  # a broken manifest is reported where the model is measured
                 manifest = {}
             name = (manifest.get("model") or {}).get("name")
@@ -65,32 +67,19 @@ def build_model(spec: str, points: int, overrides: dict, seed: int = PRESET_SEED
     return model
 
 
-def read_onnx_manifest(path: str | Path) -> dict | None:
-    from foundry_edge.export.manifest import read_manifest
-
-    return read_manifest(path)
-
-
 def onnx_inputs(path: str | Path) -> list[dict]:
-    """The graph's inputs as [{"name", "shape"}] (a dim is an int or its symbolic name)."""
-    from foundry_edge.runtimes.model_info import read_onnx
-
-    graph = read_onnx(path).graph
-    initializers = {init.name for init in graph.initializer}
-    return [{"name": value.name,
-             "shape": [d.dim_value if d.HasField("dim_value") else d.dim_param
-                       for d in value.type.tensor_type.shape.dim]}
-            for value in graph.input if value.name not in initializers]
+    """The graph's inputs as [{"name", "dtype", "shape"}] (a dim is an int or its symbolic name)."""
+    return [spec.to_dict() for spec in graph_specs(read_onnx(path).graph)[0]]
 
 
-def check_points(subject: Subject, points: int, inputs: list[dict], manifest: dict | None) -> None:
-    """Refuse a point count a file's fixed dims or its manifest's profile does not admit."""
+def check_points(subject: Subject, points: int, inputs: list[dict], profiles: dict) -> None:
+    """Refuse a point count a file's fixed dims or its manifest's (or sidecar's) profile does not admit."""
     for spec in inputs:
         if spec["name"] == "points" and len(spec["shape"]) == 3 and isinstance(spec["shape"][1], int) \
                 and spec["shape"][1] and spec["shape"][1] != points:
             raise FoundryError(f"{subject.spec} takes exactly {spec['shape'][1]} points, not {points}; "
                                f"profile it at --points {spec['shape'][1]} or export it with a dynamic point count")
-    low, _, high = ((manifest or {}).get("profiles") or {}).get("num_points", [None, None, None])
+    low, _, high = profiles.get("num_points", [None, None, None])
     if low is not None and not low <= points <= high:
         raise FoundryError(f"{subject.spec} admits {low}..{high} points (its manifest's profile), not {points}; "
                            "re-export or rebuild it with a profile that covers this point count")
@@ -99,46 +88,58 @@ def check_points(subject: Subject, points: int, inputs: list[dict], manifest: di
 def describe(subject: Subject, points: int) -> dict:
     """Cost and inputs of a subject at `points`: params, FLOPs per cloud, model bytes, input signature.
 
-    FLOPs of an ONNX file or plan come from the PyTorch model its manifest describes (None without one).
+    A preset or checkpoint is counted with torch; an ONNX file or plan takes its cost from the `cost` its
+    export recorded (manifest, or the plan's sidecar), and without one its FLOPs are None, with a `warning`.
     """
     if subject.format == "torch":
-        model = build_model(subject.spec, points, subject.overrides, subject.seed)
-        path = Path(subject.spec)
-        info = {"name": model.config.name, "kind": model.config.kind, "num_groups": model.config.num_groups,
-                "inputs": ["points"], "normalize_in_graph": model.config.normalize_input}
-        info.update(_cost(model, points))
-        if path.is_file():
-            info.update(model_bytes=path.stat().st_size, model_bytes_source="checkpoint file")
-        else:
-            info.update(model_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
-                        model_bytes_source="parameters in memory")
-        return info
+        return _describe_torch(subject, points)
     path = Path(subject.spec)
     if not path.is_file():
         raise FoundryError(f"model file {subject.spec} does not exist; pass an existing .onnx/.plan, a preset or a checkpoint")
-    manifest = read_onnx_manifest(path)
-    inputs = onnx_inputs(path) if subject.format == "onnx" else (manifest or {}).get("inputs", [])
-    check_points(subject, points, inputs, manifest)
-    info = {"name": (manifest or {}).get("model", {}).get("name", subject.label),
-            "kind": (manifest or {}).get("model", {}).get("kind"), "inputs": [spec["name"] for spec in inputs],
-            "normalize_in_graph": ((manifest or {}).get("preprocessing") or {}).get("in_graph"),
-            "model_bytes": path.stat().st_size, "model_bytes_source": f"{subject.format} file",
-            "params": None, "flops": None}
-    config = (manifest or {}).get("model", {}).get("config")
-    if config:
-        from foundry_edge.models import ModelConfig, create_model
-
-        graph = ModelConfig.from_dict(config)  # the graph's group count is fixed at export
-        info["num_groups"] = graph.num_groups
-        info.update(_cost(create_model(graph.replace(num_points=points, num_groups=graph.num_groups)), points))
-    return info
+    if subject.format == "onnx":
+        manifest = read_manifest(path) or {}
+        model, inputs = manifest.get("model") or {}, onnx_inputs(path)
+        cost, profiles = manifest.get("cost"), manifest.get("profiles") or {}
+        in_graph = (manifest.get("preprocessing") or {}).get("in_graph")
+    else:
+        model = (read_sidecar_unchecked(path) or {}).get("model") or {}  # checked where the plan is loaded
+        inputs, cost, profiles = model.get("inputs", []), model.get("cost"), model.get("profiles") or {}
+        in_graph = (model.get("preprocessing") or {}).get("in_graph")
+    check_points(subject, points, inputs, profiles)
+    info = {"name": model.get("name", subject.label), "kind": model.get("kind"),
+            "inputs": [spec["name"] for spec in inputs], "normalize_in_graph": in_graph,
+            "model_bytes": path.stat().st_size, "model_bytes_source": f"{subject.format} file"}
+    return {**info, **recorded_cost(cost, points, subject)}
 
 
-def _cost(model, points: int) -> dict:
+def recorded_cost(cost: dict | None, points: int, subject: Subject) -> dict:
+    """params, num_groups and FLOPs per cloud at `points` from an export's `cost` section (docs/contracts.md:
+    `fixed + per_point * N`, the graph's groups fixed); unknown, with a one-line warning, where none was recorded."""
+    flops = (cost or {}).get("flops_per_cloud") or {}
+    if not isinstance(flops.get("fixed"), int) or not isinstance(flops.get("per_point"), int):
+        return {"params": None, "flops": None,
+                "warning": f"FLOPs unknown: {subject.spec} records no cost (the `cost` section this version's "
+                           "`foundry-edge export` writes); re-export it (and rebuild a plan) for FLOPs and GFLOP/s"}
+    return {"params": cost.get("params"), "num_groups": cost.get("num_groups"),
+            "flops": flops["fixed"] + flops["per_point"] * points}
+
+
+def _describe_torch(subject: Subject, points: int) -> dict:
+    """A preset or checkpoint at `points` (groups scaled), counted with torch's FlopCounterMode."""
     from foundry_edge.models.flops import measure_cost
 
+    model = build_model(subject.spec, points, subject.overrides, subject.seed)
     cost = measure_cost(model, points)
-    return {"params": cost.params, "flops": cost.flops}
+    path = Path(subject.spec)
+    info = {"name": model.config.name, "kind": model.config.kind, "num_groups": model.config.num_groups,
+            "inputs": ["points"], "normalize_in_graph": model.config.normalize_input,
+            "params": cost.params, "flops": cost.flops}
+    if path.is_file():
+        info.update(model_bytes=path.stat().st_size, model_bytes_source="checkpoint file")
+    else:
+        info.update(model_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
+                    model_bytes_source="parameters in memory")
+    return info
 
 
 def cache_key(subject: Subject, points: int) -> str:

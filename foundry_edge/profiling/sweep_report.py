@@ -7,7 +7,7 @@ import html
 import math
 from pathlib import Path
 
-from foundry_edge.profiling.report import _f
+from foundry_edge.profiling.render import number
 
 
 def _health(row: dict) -> dict:
@@ -36,7 +36,7 @@ def figures_of(row: dict, runtime: str) -> dict:
 def _gflops(row: dict, batch: int) -> str:
     """GFLOPs per cloud, from whichever runtime's measurement has them."""
     flops = next((f["flops"] for f in (row.get("profile") or {}).values() if f.get("flops")), None)
-    return _f(flops and flops / batch / 1e9, ".4f")
+    return number(flops and flops / batch / 1e9, ".4f")
 
 
 def table(sweep: dict) -> tuple[list[str], list[list[str]]]:
@@ -56,9 +56,9 @@ def table(sweep: dict) -> tuple[list[str], list[list[str]]]:
                 + (" COLLAPSED" if health["collapsed"] else "")) if health else "-"
         line = [row["entry"], str(row["num_supertokens"] or "-"), str(row["gate_budget"] or "-"),
                 "ok" if row["status"] == "ok" else f"failed at {row['stage']}",
-                _top1(row), used, _f(health.get("entropy_mean"), ".3f"),
-                _f(health.get("largest_share_mean") and 100 * health["largest_share_mean"], ".1f") + (" %" if health else ""),
-                _f(row.get("params") and row["params"] / 1e6, ".2f") + (" M" if row.get("params") else ""),
+                _top1(row), used, number(health.get("entropy_mean"), ".3f"),
+                number(health.get("largest_share_mean") and 100 * health["largest_share_mean"], ".1f") + (" %" if health else ""),
+                number(row.get("params") and row["params"] / 1e6, ".2f") + (" M" if row.get("params") else ""),
                 _gflops(row, sweep["settings"]["batch"])]
         for runtime in runtimes:
             figures = figures_of(row, runtime)
@@ -66,7 +66,7 @@ def table(sweep: dict) -> tuple[list[str], list[list[str]]]:
             dominated = sweep["fronts"][runtime]["dominated"].get(row["entry"])
             on_front = row["entry"] in sweep["fronts"][runtime]["front"]
             timing = f"{figures['median_ms']:.2f} ({figures['p90_ms']:.2f})" if figures.get("median_ms") else "-"
-            line += ([timing] + [_f(figures.get("energy_mj_per_cloud"))] * energy + [valid] * judged
+            line += ([timing] + [number(figures.get("energy_mj_per_cloud"))] * energy + [valid] * judged
                      + [", ".join(dominated) if dominated else ("front" if on_front else "-")])
         lines.append(line)
     return header, lines
@@ -78,7 +78,7 @@ def front_lines(sweep: dict) -> list[str]:
     objective, lines = sweep["settings"]["objective"], []
     for runtime, result in sweep["fronts"].items():
         cost = [(label, (rows[label].get("profile") or {}).get(runtime, {})) for label in result["front"]]
-        shown = ", ".join(f"{label} ({_f(f.get('median_ms' if objective == 'latency' else 'energy_mj_per_cloud'))} "
+        shown = ", ".join(f"{label} ({number(f.get('median_ms' if objective == 'latency' else 'energy_mj_per_cloud'))} "
                           f"{'ms' if objective == 'latency' else 'mJ'}, {rows[label]['accuracy']['top1']:.1f} %)"
                           for label, f in cost)
         lines.append(f"- {runtime}, {objective} against top-1: on the front, cheapest first: {shown or 'none'}.")
@@ -138,7 +138,7 @@ def plots(sweep: dict) -> list[tuple[str, str]]:
     import matplotlib.pyplot as plt
 
     from foundry_edge.profiling import pareto
-    from foundry_edge.profiling.html import _png
+    from foundry_edge.profiling.render import png
     from foundry_edge.profiling.sweep import cost_of
 
     objective, runtimes = sweep["settings"]["objective"], sweep["settings"]["runtimes"]
@@ -149,7 +149,7 @@ def plots(sweep: dict) -> list[tuple[str, str]]:
                    "accuracy": row["accuracy"]["top1"], "error": stderr(row["accuracy"])} for row in measured]
         pareto.plot(ax, points, f"{_cost_label(sweep)} on {runtime} (lower is better)", "top-1 accuracy (%)")
         ax.set_title(f"Pareto front, {runtime}")
-    out = [(f"{objective.capitalize()} against accuracy", _png(fig))]
+    out = [(f"{objective.capitalize()} against accuracy", png(fig))]
     students = sorted((row for row in measured if row["role"] == "student" and row["num_supertokens"]
                        and row["gate_budget"] is None), key=lambda row: row["num_supertokens"])
     if students:
@@ -172,12 +172,12 @@ def plots(sweep: dict) -> list[tuple[str, str]]:
             ax.minorticks_off()
             ax.set_xlabel("SuperTokens (s)")
             ax.grid(True, alpha=0.3)
-        out.append(("Against the SuperToken count", _png(fig)))
+        out.append(("Against the SuperToken count", png(fig)))
     return out
 
 
 def to_html(sweep: dict) -> str:
-    from foundry_edge.profiling.html import CSS, _table, plots_or_note
+    from foundry_edge.profiling.render import CSS, html_table, plots_or_note
 
     header, lines = table(sweep)
     parts = ["<h1>SuperToken sweep</h1>", f"<p>{html.escape(sweep['created'])}, {sweep['duration_s'] / 60:.1f} min. "
@@ -187,7 +187,7 @@ def to_html(sweep: dict) -> str:
               for title, data in figures[:1]]
     parts.append("<h2>Pareto front</h2><ul>" + "".join(
         f"<li>{html.escape(line.strip(' -'))}</li>" for line in front_lines(sweep)) + "</ul>")
-    parts.append("<h2>Entries</h2>" + _table(header, lines))
+    parts.append("<h2>Entries</h2>" + html_table(header, lines))
     parts += [f"<h2>{html.escape(title)}</h2><img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,{data}\">"
               for title, data in figures[1:]]
     failed = [row for row in sweep["rows"] if row["status"] != "ok"]

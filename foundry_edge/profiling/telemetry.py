@@ -26,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 
+from foundry_edge.contracts.device import jetson_board
 from foundry_edge.profiling import jetson
 
 CLOCK_DROP = 0.10  # a watched clock more than 10 % below its value at the window's start: invalid
@@ -47,7 +48,7 @@ class JetsonSource:
         self.gpu, self.cpus = jetson.gpu_devfreq(root), jetson.online_cpus(root)
         self.zones, self.oc = jetson.thermal_zones(root), jetson.oc_counters(root)
         self.total = jetson.total_rail(self.rails) or (jetson.SUM_OF_RAILS if self.rails else None)
-        self.board = jetson.board(root)
+        self.board = jetson_board(root)
 
     @property
     def problem(self) -> str | None:

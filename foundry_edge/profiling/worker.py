@@ -84,13 +84,10 @@ def open_for(spec: dict):
 
 
 def make_clouds(batch: int, points: int, seed: int = 0):
-    """(B, N, 3) float32 clouds on the unit sphere with noise: deterministic, like real scans in scale."""
-    import numpy as np
+    """(B, N, 3) float32 clouds, deterministic for a seed: export's example clouds (foundry_edge.data.loader)."""
+    from foundry_edge.data.loader import CloudLoader
 
-    rng = np.random.default_rng(seed)
-    clouds = rng.normal(size=(batch, points, 3))
-    clouds /= np.linalg.norm(clouds, axis=-1, keepdims=True)
-    return (clouds + 0.02 * rng.normal(size=clouds.shape)).astype(np.float32)
+    return CloudLoader(["example"], points, batch, seed=seed)().points
 
 
 def run_latency(spec: dict) -> dict:

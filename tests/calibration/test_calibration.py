@@ -195,7 +195,7 @@ def test_fp16_computes_what_it_keeps_fp32_in_fp32(exported, tmp_path):
     """No Cast(FP16) -> Cast(FP32) round trip into an FP32 node or output: the centres equal FP32's."""
     from foundry_edge.calibration.accuracy import run_onnx
     from foundry_edge.calibration.fp16 import convert_to_fp16
-    from foundry_edge.export.onnx_config import example_clouds
+    from foundry_edge.data.synthetic import example_clouds
 
     convert_to_fp16(exported, tmp_path / "m.fp16.onnx")
     model = onnx.load(str(tmp_path / "m.fp16.onnx"))
@@ -257,14 +257,16 @@ def test_host_feeds_follow_the_manifests_grouping_method(rng):
     """A scalable (large-scene) host-grouped model is calibrated on scalable groups, not exact FPS."""
     pytest.importorskip("fpsample")
     pytest.importorskip("scipy")
-    from foundry_edge.calibration.feeds import CloudSet, prepare, preprocessing_from
+    from foundry_edge.calibration.feeds import prepare, preprocessing_from
+    from foundry_edge.data.loader import Clouds
     from foundry_edge.data.preprocess import host_feed
 
     manifest = {"grouping": "host", "preprocessing": {"in_graph": False, "normalize": "centre-unit-sphere",
                                                       "num_points": 256, "num_groups": 16, "group_size": 8,
                                                       "method": "scalable", "fps_candidates": 2}}
     clouds = [rng.normal(size=(256, 3)).astype(np.float32) for _ in range(2)]
-    (feed,) = prepare(CloudSet(clouds, None, "test"), preprocessing_from(manifest), ["neighbourhoods", "centers"])
+    held = Clouds(np.stack(clouds), ["a", "b"], np.zeros((2, 3)), [256] * 2, [0] * 2, source="test")
+    (feed,) = prepare(held, preprocessing_from(manifest), ["neighbourhoods", "centers"])
     scalable = host_feed(np.stack(clouds), 16, 8, method="scalable", fps_candidates=2)
     np.testing.assert_array_equal(feed["centers"], scalable["centers"])
     assert not np.array_equal(feed["centers"], host_feed(np.stack(clouds), 16, 8)["centers"])

@@ -180,8 +180,8 @@ def test_load_clouds_refuses_a_cloud_smaller_than_a_group_instead_of_padding_it(
 
 
 def test_calibration_refuses_clouds_smaller_than_the_models_groups(tmp_path, rng):
-    from foundry_edge.calibration.feeds import open_clouds
+    from foundry_edge.data.loader import CloudLoader
 
     np.save(tmp_path / "small.npy", rng.normal(size=(5, 3)).astype(np.float32))
     with pytest.raises(FoundryError, match="small.npy"):
-        open_clouds([str(tmp_path / "small.npy")], 1, "calibration", num_points=256, min_points=8)
+        CloudLoader([str(tmp_path / "small.npy")], 256, 1, split="calibration", min_points=8)()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from foundry_edge.data import preprocess
+from foundry_edge.data.grouping import exact
 from foundry_edge.errors import FoundryError
 
 torch = pytest.importorskip("torch")
@@ -35,17 +36,17 @@ def test_fps_and_knn_pick_the_same_indices_as_torch(clouds):
     from foundry_edge.models.grouping import farthest_point_sample, knn_indices
 
     pts = preprocess.normalize(clouds)
-    fps = preprocess.farthest_point_sample(pts, 16)
+    fps = exact.farthest_point_sample(pts, 16)
     assert np.array_equal(fps, farthest_point_sample(torch.from_numpy(pts), 16).numpy())
     centers = pts[np.arange(2)[:, None], fps]
-    assert np.array_equal(preprocess.knn_indices(centers, pts, 8),
+    assert np.array_equal(exact.knn_indices(centers, pts, 8),
                           knn_indices(torch.from_numpy(centers), torch.from_numpy(pts), 8).numpy())
 
 
 def test_fps_starts_farthest_from_the_centroid_and_ties_go_to_the_lowest_index():
     # A symmetric cross: four points tie for farthest from the centroid (0, 0, 0).
     cross = np.array([[[1, 0, 0], [0, 1, 0], [-1, 0, 0], [0, -1, 0], [0, 0, 0.5], [0, 0, 0]]], dtype=np.float32)
-    chosen = preprocess.farthest_point_sample(cross, 3)
+    chosen = exact.farthest_point_sample(cross, 3)
     assert chosen[0, 0] == 0  # first of the tied farthest points
     assert chosen[0, 1] == 2  # the one opposite, farthest from point 0
     from foundry_edge.models.grouping import farthest_point_sample
@@ -56,7 +57,7 @@ def test_fps_starts_farthest_from_the_centroid_and_ties_go_to_the_lowest_index()
 def test_knn_ties_go_to_the_lowest_index():
     points = np.array([[[0, 0, 0], [1, 0, 0], [1, 0, 0], [-1, 0, 0], [3, 0, 0]]], dtype=np.float32)
     query = np.zeros((1, 1, 3), dtype=np.float32)
-    assert preprocess.knn_indices(query, points, 4).tolist() == [[[0, 1, 2, 3]]]
+    assert exact.knn_indices(query, points, 4).tolist() == [[[0, 1, 2, 3]]]
 
 
 def test_feed_from_manifest_follows_the_preprocessing_section(clouds):
@@ -127,12 +128,12 @@ def test_host_grouping_equals_the_graphs_on_duplicated_and_tied_clouds(kind):
         grid = np.stack(np.meshgrid(*[np.arange(8)] * 3, indexing="ij"), -1).reshape(-1, 3)
         pts = np.broadcast_to(grid, (2, 512, 3))
     pts = np.ascontiguousarray(pts, dtype=np.float32)
-    fps = preprocess.farthest_point_sample(pts, 32)
+    fps = exact.farthest_point_sample(pts, 32)
     assert np.array_equal(fps, farthest_point_sample(torch.from_numpy(pts), 32).numpy())
     centers = pts[np.arange(2)[:, None], fps]
-    host = preprocess.knn_indices(centers, pts, 16)
+    host = exact.knn_indices(centers, pts, 16)
     graph = knn_indices(torch.from_numpy(centers), torch.from_numpy(pts), 16).numpy()
-    stable = np.argsort(preprocess.square_distance(centers, pts), axis=-1, kind="stable")[..., :16]
+    stable = np.argsort(exact.square_distance(centers, pts), axis=-1, kind="stable")[..., :16]
     assert np.array_equal(host, stable)
     rows = np.arange(2)[:, None, None]
     as_sets = lambda index: np.sort(pts[rows, index].view([("", np.float32)] * 3).squeeze(-1), axis=-1)

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from foundry_edge.data import scene_grouping as sg
+from foundry_edge.data.grouping import scalable as sg
 from foundry_edge.errors import FoundryError
 from foundry_edge.models import create_model
 from foundry_edge.models.grouping import farthest_point_sample, knn_indices, square_distance
 from foundry_edge.models.model import normalize_cloud
 from foundry_edge.models.scalable_grouping import ScalableGrouping, chunked_knn
-from foundry_edge.scenes import synthetic_scene
+from foundry_edge.data.synthetic import synthetic_scene
 
 from tests.conftest import tiny_overrides
 
@@ -145,7 +145,7 @@ def test_config_refuses_an_unknown_grouping():
 
 def test_budget_check_refuses_a_scene_too_large_and_names_the_size_that_fits():
     from foundry_edge.models import get_config
-    from foundry_edge.scenes import GIB, check_budget, estimate_peak_bytes, max_points_within
+    from foundry_edge.models.memory import GIB, check_budget, estimate_peak_bytes, max_points_within
 
     config = get_config("pointjepa-vits", num_points=1 << 18, num_groups=1 << 12, grouping="scalable")
     budget = estimate_peak_bytes(config.replace(num_points=1 << 16)) + 1
@@ -159,7 +159,7 @@ def test_budget_check_refuses_a_scene_too_large_and_names_the_size_that_fits():
 
 def test_memory_estimate_grows_with_the_scene_and_the_teacher_attention():
     from foundry_edge.models import get_config
-    from foundry_edge.scenes import estimate_peak_bytes
+    from foundry_edge.models.memory import estimate_peak_bytes
 
     def at(preset, n):
         return estimate_peak_bytes(get_config(preset, num_points=n, num_groups=n // 64, grouping="scalable"))

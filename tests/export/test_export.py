@@ -118,14 +118,17 @@ def assert_deployable(artifact, case: dict):
     import onnx
     import onnxruntime as ort
 
-    from foundry_edge.export.manifest import read_manifest
-    from foundry_edge.export.onnx_config import example_clouds
+    from foundry_edge.contracts.manifest import read_manifest
+    from foundry_edge.data.synthetic import example_clouds
     from foundry_edge.data.preprocess import feed_from_manifest
 
     path = artifact.onnx_path
     manifest = read_manifest(path)
     assert manifest == artifact.manifest and manifest["checks"]["passed"]
     assert manifest["onnx"]["file"] == path.name and manifest["onnx"]["sha256"] == sha256(path)
+    cost = manifest["cost"]  # what `profile` reports without torch: FLOPs = fixed + per_point * N
+    assert cost["params"] > 0 and cost["flops_per_cloud"]["fixed"] > 0 and cost["flops_per_cloud"]["per_point"] >= 0
+    assert cost["num_groups"] == manifest["preprocessing"].get("num_groups", cost["num_groups"])
     model = onnx.load(str(path))
     ops = {node.op_type for node in model.graph.node}
     assert not ops & FORBIDDEN
@@ -214,10 +217,10 @@ def test_failed_checks_leave_only_failed_files_and_say_by_how_much(tmp_path, mon
     import dataclasses
 
     from foundry_edge.export import ExportCheckError, validate
-    from foundry_edge.export.onnx_config import Tolerances
+    from foundry_edge.runtimes.compare import Tolerance
 
     real = validate.validate_onnx
-    strict = Tolerances(max_rel=0.0, min_cosine=1.0)  # no FP32 graph is bit-exact after fusions
+    strict = Tolerance(max_rel=0.0, min_cosine=1.0)  # no FP32 graph is bit-exact after fusions
     monkeypatch.setattr(validate, "validate_onnx", lambda path, model, config, **kw:
                         real(path, model, dataclasses.replace(config, tolerances=strict), **kw))
     with pytest.raises(ExportCheckError, match=r"onnxruntime vs torch b2 n128: tokens abs .* \(rel > 0\)") as err:

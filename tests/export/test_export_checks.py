@@ -11,7 +11,8 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from foundry_edge.errors import FoundryError  # noqa: E402
 from foundry_edge.export.manifest import read_manifest, trtexec_shapes, write_manifest  # noqa: E402
 from foundry_edge.export.rewrites import decompose_layer_norm, to_opset17  # noqa: E402
-from foundry_edge.export.validate import check_ops, check_reduce_axes, compare_outputs  # noqa: E402
+from foundry_edge.export.validate import check_ops, check_reduce_axes  # noqa: E402
+from foundry_edge.runtimes.compare import output_metrics  # noqa: E402
 
 
 def graph_with(nodes, initializers=(), opset=18, inputs=None):
@@ -142,26 +143,26 @@ def test_compare_outputs_fails_nan_and_counts_assignment_agreement():
     ref = np.ones((2, 4), dtype=np.float32)
     got = ref.copy()
     got[0, 0] = np.nan
-    assert compare_outputs(ref, got) == {"nonfinite": 1}
-    assert compare_outputs(np.array([[0, 1, 2, 3]]), np.array([[0, 1, 2, 2]]))["agreement"] == 0.75
-    close = compare_outputs(ref, ref + 1e-3)
+    assert output_metrics(ref, got) == {"nonfinite": 1}
+    assert output_metrics(np.array([[0, 1, 2, 3]]), np.array([[0, 1, 2, 2]]))["agreement"] == 0.75
+    close = output_metrics(ref, ref + 1e-3)
     assert close["max_abs"] == pytest.approx(1e-3, rel=1e-3) and close["cosine"] > 0.9999
 
 
 def test_parity_marks_a_collapsed_assignment_uninformative_and_passes_equal_infinities():
     from types import SimpleNamespace
 
-    from foundry_edge.export.onnx_config import Tolerances
-    from foundry_edge.export.validate import _judge, assignment_figures
+    from foundry_edge.export.validate import _judge
+    from foundry_edge.runtimes.compare import TOLERANCES, assignment_figures
 
-    config = SimpleNamespace(tolerances=Tolerances())
+    config = SimpleNamespace(tolerances=TOLERANCES["export"])
     for assignment, collapsed in ((np.zeros((2, 8), np.int64), True), (np.tile(np.arange(4), (2, 2)), False)):
-        metrics = {**compare_outputs(assignment, assignment), **assignment_figures(assignment, assignment, None, 4)}
+        metrics = {**output_metrics(assignment, assignment), **assignment_figures(assignment, assignment, None, 4)}
         ok, text = _judge("assignment", metrics, config)
         assert ok and metrics["informative"] is not collapsed and ("uninformative" in text) is collapsed
     margin = np.array([[np.inf, np.inf], [np.inf, np.inf]], np.float32)  # s = 1: no second SuperToken
-    assert _judge("assignment_margin", compare_outputs(margin, margin.copy()), config)[0]
-    assert compare_outputs(margin, np.ones_like(margin)) == {"nonfinite": 4}
+    assert _judge("assignment_margin", output_metrics(margin, margin.copy()), config)[0]
+    assert output_metrics(margin, np.ones_like(margin)) == {"nonfinite": 4}
 
 
 def test_tensorrt_parser_check_names_what_it_refuses(tmp_path):

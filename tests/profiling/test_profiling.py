@@ -203,7 +203,7 @@ def test_tiny_student_against_teacher(tmp_path):
     """The main path at tiny size on torch, on a recorded Orin Nano tree for telemetry: every field present,
     a comparison per batch, energy per call from VDD_IN over the steady window, stage timings, and HTML
     with its seven plots inline."""
-    from test_telemetry import build_tree
+    from tests.profiling.test_telemetry import build_tree
 
     root = build_tree("orin-nano-jp6", tmp_path / "orin")
     config = ProfileConfig(students=[tiny("foundry-edge16", "student")], teacher=tiny("pointjepa-vits", "teacher"),
@@ -291,6 +291,77 @@ def test_an_exported_model_is_labelled_by_its_manifest(tmp_path):
     assert Subject(str(path), "student").label == "model"
     (tmp_path / "model.manifest.json").write_text("{broken")
     assert Subject(str(path), "student").label == "model"
+
+
+NO_TORCH = "import sys\nsys.modules['torch'] = None  # `import torch` fails here and in every worker\n"
+
+
+def test_an_exported_onnx_profiles_without_torch(tmp_path):
+    """With torch unimportable (a sitecustomize on PYTHONPATH, so the workers inherit it), `profile` measures
+    an exported ONNX and reports its FLOPs from the manifest's `cost`, exactly what torch counts at a point
+    count the export did not count at; a preset beside it is a row naming the extra, not a traceback."""
+    pytest.importorskip("onnxruntime")
+    import os
+    import subprocess
+    import sys
+
+    from foundry_edge.export import ExportOptions, export_model
+    from foundry_edge.models import create_model
+    from foundry_edge.models.flops import measure_cost
+
+    overrides = tiny_overrides("foundry-s16")
+    exported = export_model(ExportOptions(model="foundry-s16", overrides=overrides, output_dir=tmp_path / "export",
+                                          check=False, trt_check="off"))
+    cost = exported.manifest["cost"]
+    assert cost["counted_at"] == [128, 256] and cost["num_groups"] == overrides["num_groups"]
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(NO_TORCH)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "site"), os.environ.get("PYTHONPATH")]))}
+    out = tmp_path / "profile"
+    done = subprocess.run([sys.executable, "-m", "foundry_edge", "profile", "--student", str(exported.onnx_path),
+                           "--teacher", "pointjepa-vits", "--runtime", "ort-cpu", "--points", "384", "--batch", "2",
+                           "--iterations", "2", "--warmup", "0", "--threads", "1", "--telemetry-ms", "0", "-o", str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    report = json.loads((out / "report.json").read_text())
+    student, teacher = (next(m for m in report["measurements"] if m["role"] == role) for role in ("student", "teacher"))
+    assert student["status"] == "ok", student
+    assert "pip install 'foundry-edge[torch]'" in teacher["error"] and "\n" not in teacher["error"]
+    at_384 = create_model("foundry-s16", **{**overrides, "num_points": 384, "num_groups": overrides["num_groups"]})
+    flops = measure_cost(at_384, 384).flops
+    assert student["flops"] == 2 * flops and student["params"] == cost["params"] and student["achieved_gflops"] > 0
+    assert not any("FLOPs unknown" in note for note in report["notes"])
+
+
+def test_an_export_without_a_recorded_cost_profiles_with_flops_unknown(tmp_path, capsys):
+    """An ONNX exported before the manifest had `cost` (or with none): measured, FLOPs None, one warning line
+    (not one per point count) on the console and in the notes."""
+    pytest.importorskip("onnxruntime")
+    path = tiny_onnx(tmp_path / "old.onnx", "num_points")
+    code = main(["profile", "--student", path, "--runtime", "ort-cpu", "--points", "256,300", "--iterations", "1",
+                 "--warmup", "0", "--threads", "1", "--telemetry-ms", "0", "-o", str(tmp_path / "o")])
+    assert code == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "FLOPs unknown" in line]
+    assert len(warnings) == 1 and "re-export it" in warnings[0]
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert [m["flops"] for m in report["measurements"]] == [None, None]
+    assert sum("FLOPs unknown" in note for note in report["notes"]) == 1
+
+
+def test_a_missing_optional_package_is_one_line_naming_its_extra(monkeypatch):
+    from foundry_edge.profiling import runner
+
+    def no_torch(subject, points):
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    monkeypatch.setattr(runner, "describe", no_torch)
+    config = ProfileConfig(students=[Subject("foundry-s16", "student")], **FAST)
+    models, _ = runner.describe_all(config, lambda label: None)
+    assert models["foundry-s16", 1024]["error"] == ("'torch' is not installed (No module named 'torch'); install it "
+                                                    "with: pip install 'foundry-edge[torch]'")
+    monkeypatch.setattr(runner, "describe", lambda subject, points: __import__("foundry_edge_no_such_module"))
+    with pytest.raises(ModuleNotFoundError):  # not an optional package: a bug, kept as a traceback
+        runner.describe_all(config, lambda label: None)
 
 
 def fake_report(points: list[int], batches: list[int], comparisons: list[dict] | None = None) -> dict:

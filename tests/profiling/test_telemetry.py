@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from foundry_edge.contracts.device import jetson_board
 from foundry_edge.profiling import jetson, telemetry
 from foundry_edge.profiling.telemetry import Telemetry, counter_delta, describe, integrate, open_sources
 
@@ -50,7 +51,7 @@ def tegrastats_lines() -> dict[str, str]:
 # -- sysfs trees -----------------------------------------------------------------------------------
 def test_orin_nano_jetpack6(tree):
     root = tree("orin-nano-jp6")
-    assert jetson.board(root) == {"model": "NVIDIA Jetson Orin Nano Developer Kit", "l4t": "36.4.3"}
+    assert jetson_board(root) == {"model": "NVIDIA Jetson Orin Nano Developer Kit", "l4t": "36.4.3"}
     assert jetson.power_mode(root) == {"id": 1, "name": "25W", "source": "var/lib/nvpmodel/status"}
     rails = jetson.find_rails(root)
     assert [r.name for r in rails] == ["VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"]  # no "sum of shunt voltages"
@@ -68,7 +69,7 @@ def test_orin_nano_jetpack6(tree):
 
 def test_agx_orin_jetpack5_sums_its_rails_and_reads_clocks_locked(tree):
     root = tree("agx-orin-jp5")
-    assert jetson.board(root)["l4t"] == "35.4.1"
+    assert jetson_board(root)["l4t"] == "35.4.1"
     assert jetson.power_mode(root)["name"] == "MAXN"
     rails = jetson.find_rails(root)
     assert [r.name for r in rails] == ["VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0", "VDDQ_VDD2_1V8AO"]  # NC left out
@@ -84,7 +85,7 @@ def test_agx_orin_jetpack5_sums_its_rails_and_reads_clocks_locked(tree):
 
 def test_agx_orin_jetpack7_and_thor(tree):
     orin = tree("agx-orin-jp7")
-    assert jetson.board(orin)["l4t"] == "38.4.0" and jetson.power_mode(orin)["name"] == "MODE_30W"
+    assert jetson_board(orin)["l4t"] == "38.4.0" and jetson.power_mode(orin)["name"] == "MODE_30W"
     assert jetson.gpu_devfreq(orin).name == "gpu-gpc-0"
     assert len(jetson.online_cpus(orin)) == 8  # cpu8..11 offline
     assert jetson.rail_powers(jetson.find_rails(orin))[jetson.SUM_OF_RAILS] == pytest.approx(14.392)

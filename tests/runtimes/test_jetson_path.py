@@ -25,7 +25,7 @@ def _run(code: str) -> subprocess.CompletedProcess:
 def test_engine_modules_and_cli_import_without_torch_or_onnxruntime():
     result = _run("""
         import foundry_edge.cli, foundry_edge.data.preprocess
-        import foundry_edge.runtimes.trt, foundry_edge.runtimes.build, foundry_edge.runtimes.sidecar
+        import foundry_edge.runtimes.trt, foundry_edge.runtimes.build, foundry_edge.contracts.sidecar
         import foundry_edge.runtimes.trt_compat, foundry_edge.runtimes.cuda_host
         import foundry_edge.runtimes.compare, foundry_edge.assignment_health  # verify's health figures
         print('imported')

@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import tiny_overrides
 from foundry_edge.errors import FoundryError
 from foundry_edge.models.registry import PRESETS
+from foundry_edge.checkpoints.resolve import open_model
 from foundry_edge.runtimes import model_kind, open_runtime
 from foundry_edge.contracts.preprocessing import Preprocessing
 from foundry_edge.runtimes.base import Runtime, TensorSpec
@@ -73,7 +74,7 @@ def exported(tmp_path_factory):
 @pytest.mark.parametrize("preset", PRESET_CASES)
 def test_ort_matches_torch_on_every_preset(exported, preset):
     onnx_path = exported(preset)
-    with open_runtime(onnx_path) as ort_rt, open_runtime(onnx_path.with_name("model.pt")) as torch_rt:
+    with open_runtime(onnx_path) as ort_rt, open_model(onnx_path.with_name("model.pt")) as torch_rt:
         assert ort_rt.provider == "CPUExecutionProvider" and torch_rt.provider == "torch-cpu"
         for batch, extra in ((2, 0), (3, 40)):  # neither the trace batch nor its point count: dynamic axes hold
             points = clouds(batch, ort_rt.num_points + extra, seed=batch)
@@ -81,6 +82,22 @@ def test_ort_matches_torch_on_every_preset(exported, preset):
             assert set(got) == set(expected)
             failed = [c for c in compare_outputs(expected, got, "fp32") if not c.passed]
             assert not failed, [c.to_dict() for c in failed]
+
+
+def test_verify_api_judges_two_runtimes_on_one_loader(exported):
+    """The verify command's loop as a call: an ONNX against its checkpoint, on clouds a loader gives twice."""
+    from foundry_edge.data.loader import CloudLoader
+    from foundry_edge.runtimes.compare import verify
+
+    onnx_path = exported("foundry-edge16")
+    with open_runtime(onnx_path) as ort_rt, open_model(onnx_path.with_name("model.pt")) as torch_rt:
+        loader = CloudLoader(["synthetic"], ort_rt.num_points, 3, split="verify")
+        report = verify(ort_rt, torch_rt, loader, batch=2)
+        assert report.passed and report.precision == "fp32" and report.clouds == 3
+        assert {c.name for c in report.checks} >= {"tokens", "assignment"}
+        assert next(c for c in report.checks if c.name == "assignment").health is not None
+        with pytest.raises(FoundryError, match="expected --precision"):
+            verify(ort_rt, torch_rt, loader, precision="fp8")
 
 
 def test_runtime_reports_specs_timing_and_memory(exported):
@@ -160,7 +177,7 @@ def test_scalable_host_grouped_export_runs_like_torch(tmp_path):
     pytest.importorskip("fpsample")
     pytest.importorskip("scipy")
     onnx_path = export_small(tmp_path, "foundry-edge16", "host", {"grouping": "scalable", "knn_chunk": 4})
-    with open_runtime(onnx_path) as ort_rt, open_runtime(onnx_path.with_name("model.pt")) as torch_rt:
+    with open_runtime(onnx_path) as ort_rt, open_model(onnx_path.with_name("model.pt")) as torch_rt:
         assert ort_rt.preprocessing.algorithm == "scalable"
         assert [s.name for s in ort_rt.inputs] == ["neighbourhoods", "centers"]
         points = clouds(2, 200, seed=5) + 3.0  # any size and off-centre: the host resamples nothing, normalises
@@ -231,7 +248,7 @@ def test_cli_refuses_options_that_do_not_apply(exported, capsys):
 def test_corrupt_onnx_or_edited_manifest_is_one_clear_error(exported, tmp_path):
     import json
 
-    from foundry_edge.runtimes.compare import gather_clouds
+    from foundry_edge.data.loader import CloudLoader
 
     good = exported("foundry-edge16")
     manifest = json.loads(good.with_name("model.manifest.json").read_text())
@@ -248,9 +265,9 @@ def test_corrupt_onnx_or_edited_manifest_is_one_clear_error(exported, tmp_path):
     with pytest.raises(FoundryError, match="could not parse it"), pytest.warns(UserWarning, match="no manifest"):
         open_runtime(broken)
     with pytest.raises(FoundryError, match="dynamic point axis and no manifest"):
-        gather_clouds(["cloud.npy"], None, 1)  # an ONNX without manifest and with a dynamic point count
-    with pytest.raises(FoundryError, match="--samples of at least 1"):
-        gather_clouds([], 128, 0)
+        CloudLoader(["cloud.npy"], None, 1)()  # an ONNX without manifest and with a dynamic point count
+    with pytest.raises(FoundryError, match="at least 1 synthetic cloud"):
+        CloudLoader([], 128, 0)()
 
 
 def test_cli_bad_options_are_one_line_and_write_nothing(exported, tmp_path, capsys):
@@ -291,7 +308,7 @@ def test_a_1m_object_at_map_coordinates_gives_the_centred_result(classifier, whi
     from foundry_edge.runtimes.compare import lowest_cosine
 
     local = clouds(3, 128, seed=11) * 0.5  # objects about 1 m across, around the origin
-    with open_runtime(classifier.with_name(which)) as rt:
+    with open_model(classifier.with_name(which)) as rt:
         assert rt.class_names == NAMES  # from the manifest / the checkpoint's config
         near, far = rt.infer(local), rt.infer(local.astype(np.float64) + MAP)
         with pytest.raises(FoundryError, match="centre_cloud"):  # cast first, the shape is already lost

@@ -11,8 +11,9 @@ import pytest
 
 from tests.conftest import tiny_overrides
 from foundry_edge.errors import FoundryError
-from foundry_edge.runtimes.build import BuildConfig, onnx2engine, parse_shapes, trtexec_command
-from foundry_edge.runtimes.sidecar import check_sidecar, sidecar_path
+from foundry_edge.calibration.engine_inputs import EngineInputsFromOnnx
+from foundry_edge.contracts.sidecar import check_sidecar, sidecar_path
+from foundry_edge.runtimes.build import BuildConfig, EngineInputs, onnx2engine, parse_shapes, trtexec_command
 
 RTX = "tensorrt_rtx"
 
@@ -72,7 +73,8 @@ def onnx_copy(exported, tmp_path):
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_build_writes_plan_sidecar_and_trtexec_line(rtx, onnx_copy, precision):
     plan = onnx_copy.with_name(f"model.{precision}.plan")
-    result = onnx2engine(onnx_copy, plan, BuildConfig(precision=precision, workspace_mib=256), log=lambda _: None)
+    result = onnx2engine(onnx_copy, plan, BuildConfig(precision=precision, workspace_mib=256), EngineInputsFromOnnx(),
+                         log=lambda _: None)
     assert plan.stat().st_size == result.plan_bytes > 0
     side = json.loads(sidecar_path(plan).read_text())
     assert side["precision"] == precision and side["strongly_typed"] is True
@@ -96,6 +98,21 @@ def test_build_writes_plan_sidecar_and_trtexec_line(rtx, onnx_copy, precision):
         norm_inputs = [types.get(name, cast_to.get(name)) for n in half.graph.node
                        if n.op_type == "LayerNormalization" for name in n.input]
         assert norm_inputs and set(norm_inputs) == {onnx.TensorProto.FLOAT}  # LayerNorm computes in FP32
+
+
+@pytest.mark.trt
+@needs_rtx
+def test_build_parses_an_fp16_onnx_the_caller_converted(rtx, onnx_copy):
+    """EngineInputs as a value: the builder parses the caller's ONNX and keeps the exported one's manifest."""
+    from foundry_edge.calibration.fp16 import convert_to_fp16
+
+    half = onnx_copy.with_name("half.onnx")
+    convert_to_fp16(onnx_copy, half)
+    plan = onnx_copy.with_name("model.plan")
+    result = onnx2engine(onnx_copy, plan, BuildConfig(precision="fp16"), EngineInputs(onnx=half), log=lambda _: None)
+    assert result.onnx_built == half and result.sidecar_data["onnx"]["built_from"] == "half.onnx"
+    assert result.sidecar_data["profiles"][0]["points"]["max"] == [4, 512, 3]
+    assert f"--onnx={half}" in result.trtexec.read_text()
 
 
 @pytest.mark.trt
@@ -125,6 +142,11 @@ def test_bad_builds_fail_clearly_and_leave_no_plan(rtx, onnx_copy):
         onnx2engine(onnx_copy, plan, BuildConfig(precision="fp32", max_shapes={"points": (4, 128, 2)}), log=lambda _: None)
     with pytest.raises(FoundryError, match="--allow-gpu-fallback needs --dla-core"):
         onnx2engine(onnx_copy, plan, BuildConfig(allow_gpu_fallback=True), log=lambda _: None)
+    with pytest.raises(FoundryError, match="strongly typed and builds FP16 from an FP16 ONNX"):  # the caller converts
+        onnx2engine(onnx_copy, plan, BuildConfig(precision="fp16"), log=lambda _: None)
+    with pytest.raises(FoundryError, match="--calib/--calib-cache need --precision int8"):
+        onnx2engine(onnx_copy, plan, BuildConfig(precision="fp32"), EngineInputsFromOnnx(calib=["synthetic"]),
+                    log=lambda _: None)
     assert not plan.exists() and not sidecar_path(plan).exists()
     assert not list(onnx_copy.parent.glob(".*.tmp"))
 
@@ -164,23 +186,41 @@ def test_sidecar_mismatch_is_refused_with_a_rebuild_hint():
 
 
 def test_implicit_calibrator_gets_clouds_drawn_at_the_models_point_count(onnx_copy):
-    """Calibration clouds are drawn at the manifest's num_points, not drawn at 1024 and resampled again."""
+    """Calibration clouds are drawn at the manifest's num_points, not drawn at 1024 and resampled again, and reach
+    the builder's calibrator as the feed the caller prepared."""
     from types import SimpleNamespace
 
-    from foundry_edge.calibration.feeds import open_clouds, prepare, preprocessing_from
-    from foundry_edge.runtimes.build import attach_calibrator
+    from foundry_edge.calibration.feeds import prepare, preprocessing_from
+    from foundry_edge.data.loader import CloudLoader
+    from foundry_edge.runtimes.build import BuildContext, attach_calibrator
     from foundry_edge.runtimes.model_info import read_model_info
 
     trt = SimpleNamespace(__version__="10.3.0", IInt8EntropyCalibrator2=type("Base", (), {}),
                           BuilderFlag=SimpleNamespace(FP16=1, INT8=2))  # TensorRT 10: has implicit calibrators
     info, builder_config = read_model_info(onnx_copy), SimpleNamespace()
-    config = BuildConfig(precision="int8", calib=["synthetic"], calib_samples=4)
-    calibrator = attach_calibrator(trt, builder_config, info, config, has_qdq=False, log=lambda _: None)
+    context = BuildContext(trt, False, onnx_copy, onnx_copy.with_name("model.plan"), info, "int8", (),
+                           lambda path: path, lambda _: None)
+    inputs = EngineInputsFromOnnx(calib=["synthetic"], calib_samples=4)(context)
+    assert inputs.onnx is None and inputs.fp32_layers  # weakly typed: the FP32 ONNX itself, sensitive nodes named
+    calibrator = attach_calibrator(trt, builder_config, BuildConfig(precision="int8"), inputs.calib_feed,
+                                   has_qdq=False, log=lambda _: None)
     assert builder_config.int8_calibrator is calibrator
     pre = preprocessing_from(info.manifest)
-    expected = prepare(open_clouds(["synthetic"], 4, "calibration", num_points=pre.num_points), pre, ["points"])
+    expected = prepare(CloudLoader(["synthetic"], pre.num_points, 4, split="calibration")(), pre, ["points"])
     assert [f["points"].shape for f in calibrator.feeds] == [(4, 128, 3)]
     np.testing.assert_array_equal(calibrator.feeds[0]["points"], expected[0]["points"])
+
+
+def test_int8_without_qdq_needs_a_feed_or_a_cache():
+    from types import SimpleNamespace
+
+    from foundry_edge.runtimes.build import attach_calibrator
+
+    trt = SimpleNamespace(__version__="10.3.0", IInt8EntropyCalibrator2=type("Base", (), {}))
+    with pytest.raises(FoundryError, match="needs calibration data"):
+        attach_calibrator(trt, SimpleNamespace(), BuildConfig(precision="int8"), None, has_qdq=False, log=print)
+    assert attach_calibrator(trt, SimpleNamespace(), BuildConfig(precision="int8"), None, has_qdq=True,
+                             log=print) is None  # a Q/DQ ONNX carries its own scales
 
 
 def test_trtexec_line_for_weakly_typed_int8_on_dla():
@@ -274,7 +314,7 @@ def test_corrupt_plan_is_a_clear_error(tmp_path):
 
 
 def test_edited_sidecar_is_refused_before_tensorrt(tmp_path):
-    from foundry_edge.runtimes.sidecar import read_sidecar
+    from foundry_edge.contracts.sidecar import read_sidecar
 
     plan = tmp_path / "model.plan"
     plan.write_bytes(b"\0" * 64)

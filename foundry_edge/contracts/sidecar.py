@@ -1,20 +1,20 @@
-"""The sidecar `<plan>.json` beside a raw TensorRT plan, and the device facts it is checked against.
+"""The sidecar `<plan>.json` beside a raw TensorRT plan: its schema, writing it and checking a plan against it.
 
-A plan is tied to the TensorRT version and the GPU it was built on (../shared/research/deploy-stack.md),
+A plan is tied to the TensorRT version and the GPU it was built on (docs/contracts.md, "TensorRT plans"),
 so the sidecar records both and the plan's SHA-256, and loading refuses a plan without a complete sidecar,
 one whose SHA-256 differs, or one from another TensorRT or GPU (`--no-sidecar-check` skips all of it).
-Plans stay raw (no byte prefix) so trtexec `--loadEngine` and DeepStream read them.
+Plans stay raw (no byte prefix) so trtexec `--loadEngine` and DeepStream read them. This machine's side of
+the comparison is foundry_edge.contracts.device.device_facts.
 """
 
 from __future__ import annotations
 
-import re
-import subprocess
+import json
 from pathlib import Path
 from typing import Optional
 
 from foundry_edge.errors import FoundryError
-from foundry_edge.fileio import write_json_atomic
+from foundry_edge.fileio import sha256_file, write_json_atomic
 
 SCHEMA = "foundry-edge/engine"
 SCHEMA_VERSION = 1
@@ -38,10 +38,6 @@ UNCHECKED = ("--no-sidecar-check: the plan's SHA-256, TensorRT version and GPU a
 
 def read_sidecar(plan_path: str | Path) -> dict:
     """The sidecar of a plan, complete (REQUIRED) and made for this very plan file (its SHA-256); else one line."""
-    import json
-
-    from foundry_edge.fileio import sha256_file
-
     path, plan = sidecar_path(plan_path), Path(plan_path)
     fix = "rebuild the engine with `foundry-edge build`, or pass --no-sidecar-check to run it unchecked"
     if not path.is_file():
@@ -67,8 +63,6 @@ def read_sidecar(plan_path: str | Path) -> dict:
 
 def read_sidecar_unchecked(plan_path: str | Path) -> Optional[dict]:
     """--no-sidecar-check: the sidecar where it parses and has a usable model section, else None; nothing checked."""
-    import json
-
     try:
         data = json.loads(sidecar_path(plan_path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -110,38 +104,3 @@ def check_sidecar(sidecar: dict, current: dict) -> None:
         want, have = built.get(key), current.get(key)
         if want and have and want != have:
             raise FoundryError(f"the engine was built for {what} {want}, this device has {have}: {fix}")
-
-
-def device_facts(trt, cuda=None) -> dict:
-    """TensorRT, CUDA, GPU and Jetson facts of this machine; GPU fields are None without a CUDA host."""
-    from foundry_edge.runtimes import trt_compat
-
-    facts = {"tensorrt_module": trt_compat.module_name(trt), "tensorrt": trt_compat.version(trt),
-             "gpu": None, "compute_capability": None, "cuda_runtime": None, "cuda_driver": None}
-    if cuda is not None:
-        facts.update(cuda.device())
-    facts.update(jetson_facts())
-    return facts
-
-
-def jetson_facts() -> dict:
-    """L4T release from /etc/nv_tegra_release and JetPack / L4T package versions from dpkg, where present."""
-    facts = {}
-    release = Path("/etc/nv_tegra_release")
-    if release.is_file():
-        text = release.read_text(errors="replace")
-        match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
-        facts["l4t"] = f"{match.group(1)}.{match.group(2)}" if match else text.splitlines()[0].strip("# ")
-    for package, key in (("nvidia-l4t-core", "l4t_core"), ("nvidia-jetpack", "jetpack")):
-        version = dpkg_version(package)
-        if version:
-            facts[key] = version
-    return facts
-
-
-def dpkg_version(package: str) -> Optional[str]:
-    try:
-        result = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() or None if result.returncode == 0 else None

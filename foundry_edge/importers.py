@@ -1,0 +1,8 @@
+"""Deprecated alias: this module moved to `foundry_edge.checkpoints.importers` in 0.2 and the alias goes in 0.3."""
+
+import warnings
+
+from foundry_edge.checkpoints.importers import *  # noqa: F401,F403  (the public names, as before)
+
+warnings.warn("foundry_edge.importers moved to foundry_edge.checkpoints.importers; import it from there (this alias goes in 0.3)",
+              DeprecationWarning, stacklevel=2)
