@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from foundry_edge.contracts.preprocessing import Preprocessing
-from foundry_edge.data.loader import CloudLoader, Clouds
+from foundry_edge.data.loader import Clouds
 from foundry_edge.errors import FoundryError
 
 Feed = Dict[str, np.ndarray]

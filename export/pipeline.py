@@ -72,7 +72,7 @@ class ExportOptions:
             else self.dynamic_points
         if dynamic_batch and self.batch < 2:
             raise FoundryError(f"a dynamic batch is traced at batch >= 2 (a batch of 1 can export a static batch), "
-                               f"got batch {self.batch}: pass --batch 2 or --static-batch")
+                               f"got batch {self.batch}: pass --trace-batch 2 or --static-batch")
         return dataclasses.replace(self, opset=opset, dynamic_batch=dynamic_batch, dynamic_points=dynamic_points)
 
 

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from foundry_edge.contracts.preprocessing import Preprocessing
-from foundry_edge.contracts.tensors import TensorSpec, numpy_dtype_name, shape_text  # noqa: F401 (backends import them here)
+from foundry_edge.contracts.tensors import TensorSpec, shape_text
 from foundry_edge.errors import FoundryError
 
 class Runtime:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from foundry_edge.contracts.artifacts import PRECISIONS
 from foundry_edge.contracts.manifest import manifest_path
 from foundry_edge.contracts.onnx_graph import onnx_precision, read_onnx
 from foundry_edge.contracts.sidecar import sidecar_path, write_sidecar
@@ -27,7 +28,6 @@ from foundry_edge.interrupts import signal_point
 from foundry_edge.runtimes import trt_compat
 from foundry_edge.runtimes.model_info import ModelInfo, read_model_info
 
-PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_METHODS = ("entropy", "minmax")
 Shape = Tuple[int, ...]
 

@@ -17,6 +17,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 import numpy as np
 
 from foundry_edge.assignment_health import agreement_report
+from foundry_edge.contracts.artifacts import PRECISIONS
 from foundry_edge.errors import FoundryError
 
 Outputs = Dict[str, np.ndarray]
@@ -49,7 +50,7 @@ TOLERANCES = {
     "int8": Tolerance(max_rel=None, min_cosine=0.95, min_agreement=0.8, min_top1=0.8,
                       accuracy={"token_cosine_mean": 0.99, "assignment_agreement": 0.97, "top1_agreement": 0.98}),
 }
-PRECISIONS = ("fp32", "fp16", "int8")  # what a model is built at; "export" is the export check's own row
+# Rows by precision (contracts.artifacts.PRECISIONS); "export" is the export check's own row.
 
 
 def tolerance(precision: str) -> Tolerance:

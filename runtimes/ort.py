@@ -12,7 +12,8 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from foundry_edge.errors import FoundryError, require
-from foundry_edge.runtimes.base import Runtime, TensorSpec, numpy_dtype_name
+from foundry_edge.contracts.tensors import TensorSpec, numpy_dtype_name
+from foundry_edge.runtimes.base import Runtime
 
 PROVIDERS = {
     "ort-cpu": ["CPUExecutionProvider"],

@@ -17,8 +17,8 @@ foundry-edge verify "$OUT/model.onnx" --against default --samples 16
 foundry-edge calibrate "$OUT/model.onnx" --data synthetic --samples 128 -o "$OUT/model.int8.onnx" \
   --exclude Conv --report "$OUT/int8" --eval-samples 200
 foundry-edge profile --student "$OUT/model.onnx" --teacher "$OUT/teacher.onnx" --runtime ort-cpu \
-  --points 512 --batch 1,8 --duration 2 -o "$OUT/profile"
+  --points 512 --batches 1,8 --duration 2 -o "$OUT/profile"
 # What a student buys at full size: the paper's teacher against our edge student (latency does not depend
 # on the weights, so the presets' random initialisation measures it faithfully).
 foundry-edge profile --teacher pointjepa-vits --student foundry-edge16 --runtime ort-cpu \
-  --points 1024 --batch 1,8 --duration 2 -o "$OUT/profile-full-size"
+  --points 1024 --batches 1,8 --duration 2 -o "$OUT/profile-full-size"

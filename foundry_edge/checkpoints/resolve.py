@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from foundry_edge.contracts.artifacts import PRESET_SEED  # noqa: F401 (callers import it from here too)
 from foundry_edge.errors import FoundryError
 
 BUNDLED = {
@@ -24,7 +25,6 @@ def bundled_path(name: str) -> Path:
 
 # The seed of a preset's random weights in every command (export, run, verify, inspect, evaluate, profile), so a
 # preset names the same weights everywhere: `verify model.onnx --against PRESET` compares like with like.
-PRESET_SEED = 0
 
 
 def load_model(spec: str, seed: int | None = PRESET_SEED, **overrides):

@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from foundry_edge.cli import options as opt
+
 
 def register(app: typer.Typer) -> None:
     app.command("build")(build)
@@ -14,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 def build(
     onnx: Path = typer.Argument(..., help="The exported ONNX (its manifest beside it gives profiles and grouping)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Plan path (default: MODEL.<precision>.plan)."),
+    output: Optional[Path] = opt.output_file("the plan (default MODEL.<precision>.plan)"),
     precision: str = typer.Option("fp16", "--precision", help="fp32, fp16 or int8."),
     min_shapes: str = typer.Option("", "--min-shapes", help="trtexec-style, e.g. points:1x1024x3 (default: manifest)."),
     opt_shapes: str = typer.Option("", "--opt-shapes", help="Shapes TensorRT tunes for."),

@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from foundry_edge.cli.dropped import HELP as DROP_INVALID_HELP, note_dropped
+from foundry_edge.cli import options as opt
+from foundry_edge.cli.dropped import note_dropped
 
 
 def register(app: typer.Typer) -> None:
@@ -17,18 +18,18 @@ def register(app: typer.Typer) -> None:
 
 def calibrate(
     model: Path = typer.Argument(..., help="The FP32 ONNX to quantize (its manifest beside it gives the preprocessing)."),
-    data: List[str] = typer.Option(..., "--data", help="Clouds: 'synthetic', files, folders or a data-set layout (repeatable)."),
-    samples: int = typer.Option(128, "--samples", help="Calibration clouds."),
+    data: List[str] = opt.data(...),
+    samples: int = opt.samples(128),
     method: str = typer.Option("minmax", "--method", help="minmax, entropy or percentile."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="INT8 ONNX to write (default MODEL.int8.onnx)."),
+    output: Optional[Path] = opt.output_file("the INT8 ONNX (default MODEL.int8.onnx)"),
     exclude: List[str] = typer.Option([], "--exclude", help="Keep nodes in FP32: a node-name glob or an op type (repeatable)."),
     no_default_exclusions: bool = typer.Option(False, "--no-default-exclusions", help="Quantize the decision inputs, LayerNorm and Softmax too."),
     backend: str = typer.Option("ort", "--backend", help="ort (ONNX Runtime) or modelopt (NVIDIA ModelOpt, extra 'modelopt')."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Range cache (default OUTPUT.calib.json)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write a range cache."),
-    batch: int = typer.Option(8, "--batch", help="Clouds per calibration batch."),
-    seed: int = typer.Option(0, "--seed", help="Seed for resampling and the synthetic draw."),
-    points: Optional[int] = typer.Option(None, "--points", help="Points per cloud (only for a model without a manifest)."),
+    batch: int = opt.batch(8),
+    seed: int = opt.SEED,
+    points: Optional[int] = opt.POINTS,
     grouping: Optional[str] = typer.Option(None, "--grouping", help="graph or host (only for a model without a manifest)."),
     groups: Optional[int] = typer.Option(None, "--groups", help="Groups G for host grouping (no manifest)."),
     group_size: Optional[int] = typer.Option(None, "--group-size", help="Points per group K for host grouping (no manifest)."),
@@ -36,7 +37,7 @@ def calibrate(
     eval_data: List[str] = typer.Option([], "--eval-data", help="Held-out clouds for --report (default: --data's test split)."),
     eval_samples: int = typer.Option(64, "--eval-samples", help="Held-out clouds for --report."),
     sensitivity: bool = typer.Option(False, "--sensitivity", help="With --report: quantize one layer at a time and rank the cost."),
-    drop_invalid: bool = typer.Option(False, "--drop-invalid", help=DROP_INVALID_HELP),
+    drop_invalid: bool = opt.DROP_INVALID,
 ) -> None:
     """Quantize an FP32 ONNX to a symmetric Q/DQ INT8 ONNX that TensorRT 8.5-11 builds."""
     from foundry_edge.calibration.qdq import QuantizeOptions
@@ -63,12 +64,12 @@ def accuracy(
     model: Path = typer.Argument(..., help="The FP32 ONNX (the reference)."),
     int8: Optional[Path] = typer.Option(None, "--int8", help="The Q/DQ INT8 ONNX to judge."),
     fp16: Optional[Path] = typer.Option(None, "--fp16", help="The FP16 ONNX to judge (default: converted from MODEL)."),
-    data: List[str] = typer.Option(["synthetic"], "--data", help="Held-out clouds: 'synthetic' (its test split), files or folders."),
-    samples: int = typer.Option(64, "--samples", help="Held-out clouds."),
-    out: Path = typer.Option(Path("accuracy"), "-o", "--out", help="Folder for accuracy.json and accuracy.md."),
-    points: Optional[int] = typer.Option(None, "--points", help="Points per cloud (only for a model without a manifest)."),
+    data: List[str] = opt.data(["synthetic"]),
+    samples: int = opt.samples(64),
+    out: Path = opt.out_dir(Path("accuracy"), "accuracy.json and accuracy.md"),
+    points: Optional[int] = opt.POINTS,
     grouping: Optional[str] = typer.Option(None, "--grouping", help="graph or host (only for a model without a manifest)."),
-    drop_invalid: bool = typer.Option(False, "--drop-invalid", help=DROP_INVALID_HELP),
+    drop_invalid: bool = opt.DROP_INVALID,
 ) -> None:
     """FP32 vs FP16 vs INT8 on held-out clouds: token cosine, assignment and top-1 agreement, accuracy.
 

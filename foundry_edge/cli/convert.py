@@ -1,4 +1,4 @@
-"""`foundry-edge convert SRC [-o OUT.pt] [--source student|ema] [--preset NAME] [--set FIELD=VALUE]`.
+"""`foundry-edge convert SRC [-o OUTPUT.pt] [--source student|ema] [--preset NAME] [--set FIELD=VALUE]`.
 
 Imports a Point-JEPA, Point-MAE or Point-BERT checkpoint (or re-saves a foundry-edge one) and writes
 it in foundry-edge's format, then reads the written file back and checks every tensor.
@@ -12,6 +12,7 @@ from typing import List, Optional
 
 import typer
 
+from foundry_edge.cli import options as opt
 from foundry_edge.errors import FoundryError
 
 
@@ -21,10 +22,11 @@ def register(app: typer.Typer) -> None:
 
 def convert(
     src: Path = typer.Argument(..., help="A Point-JEPA .ckpt, Point-MAE / Point-BERT .pth, or foundry-edge .pt file."),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output checkpoint (default: SRC.foundry-edge.pt beside SRC)."),
+    output: Optional[Path] = opt.output_file("the checkpoint (default SRC.foundry-edge.pt beside SRC)"),
+    out: Optional[Path] = opt.deprecated("--out"),
     source: str = typer.Option("student", "--source", help="Point-JEPA only: the online encoder (student) or its EMA copy (ema)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Fix the architecture to this preset and check the weights against it."),
-    set_: List[str] = typer.Option([], "--set", help="A field the weights cannot tell, e.g. --set num_heads=3."),
+    set_: List[str] = opt.SET,
 ) -> None:
     """Import a foreign checkpoint and save it in foundry-edge's format."""
     import torch
@@ -37,7 +39,7 @@ def convert(
 
     if not src.is_file():
         raise FoundryError(f"checkpoint {str(src)!r} does not exist or is not a file")
-    out = out or src.with_name(src.stem + ".foundry-edge.pt")
+    out = opt.renamed("convert", "--out", "--output", out, output, None) or src.with_name(src.stem + ".foundry-edge.pt")
     refuse_overwrite(out, [src])
     overrides = parse_overrides(set_)
     typer.echo(f"converting {src} ({_size(src)}) with foundry-edge {__version__}, torch {torch.__version__}")

@@ -1,5 +1,5 @@
-"""`--drop-invalid`, shared by the commands that read clouds: its help text, and the one line that says
-how much it dropped instead of a warning per cloud (foundry_edge.data.DroppedPoints)."""
+"""`--drop-invalid` (foundry_edge.cli.options.DROP_INVALID): the one line that says how much it dropped instead
+of a warning per cloud (foundry_edge.data.DroppedPoints)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,6 @@ import contextlib
 import re
 import warnings
 from typing import Callable
-
-HELP = ("Drop points with NaN/Inf (organised PCDs hold them) instead of refusing the cloud; "
-        "says how many were dropped.")
-
 
 @contextlib.contextmanager
 def note_dropped(echo: Callable[[str], None]):

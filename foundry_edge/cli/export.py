@@ -11,6 +11,8 @@ from typing import List, Optional
 
 import typer
 
+from foundry_edge.cli import options as opt
+
 
 def register(app: typer.Typer) -> None:
     app.command("export")(export)
@@ -18,16 +20,19 @@ def register(app: typer.Typer) -> None:
 
 def export(
     model: str = typer.Argument(..., help="A preset name, 'default', or a checkpoint file."),
-    output_dir: Optional[str] = typer.Option(None, "-o", "--output-dir", help="Folder to write to (default out/<model>)."),
+    out: Optional[str] = opt.out_dir(None, "model.onnx and its manifest (default out/<model>)"),
+    output_dir: Optional[str] = opt.deprecated("--output-dir"),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="Also export this teacher (preset, 'default-teacher' or checkpoint)."),
-    set_: List[str] = typer.Option([], "--set", help="Override a preset field, e.g. --set num_supertokens=8."),
+    set_: List[str] = opt.SET,
     teacher_set: List[str] = typer.Option([], "--teacher-set", help="Override a field of a teacher preset."),
     target: str = typer.Option("trt10", "--target", help="TensorRT on the device: trt8.5 (JetPack 5.1), trt8.6 (6.0), "
                                "trt10 (6.1-7.2), trt11; picks the opset and the graph rewrites."),
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default: the target's): 17 for trt8.x; "
                                         "18, 19, 20 or 17 for trt10/trt11."),
-    points: Optional[int] = typer.Option(None, "--points", help="Points per cloud to trace at (default: the model's)."),
-    batch: int = typer.Option(2, "--batch", help="Batch to trace at (the batch itself with --static-batch)."),
+    points: Optional[int] = opt.POINTS,
+    trace_batch: Optional[int] = typer.Option(None, "--trace-batch", help="Clouds in the example batch the export "
+                                              "traces (default 2; the batch itself with --static-batch)."),
+    batch: Optional[int] = opt.deprecated("--batch"),
     static: bool = typer.Option(False, "--static", help="Static batch and point count."),
     dynamic_batch: Optional[bool] = typer.Option(None, "--dynamic-batch/--static-batch", help="Batch axis (default: dynamic)."),
     dynamic_points: Optional[bool] = typer.Option(None, "--dynamic-points/--static-points",
@@ -42,7 +47,7 @@ def export(
     check: bool = typer.Option(True, "--check/--no-check", help="ONNX Runtime vs PyTorch at two shapes."),
     trt_check: str = typer.Option("auto", "--trt-check", help="TensorRT parser check: auto|on|off."),
     keep_failed: bool = typer.Option(False, "--keep-failed", help="Keep a failed export as *.failed.onnx."),
-    seed: int = typer.Option(0, "--seed", help="Seed of a preset's random weights and of the check clouds."),
+    seed: int = opt.SEED,
 ) -> None:
     """Export a model to ONNX with a manifest.json, checked against PyTorch (and TensorRT's parser)."""
     from rich.console import Console
@@ -51,6 +56,8 @@ def export(
     from foundry_edge.models.config import parse_overrides
 
     console = Console(highlight=False, soft_wrap=True)  # long paths and trtexec lines stay copyable
+    output_dir = opt.renamed("export", "--output-dir", "--out", output_dir, out, None)
+    batch = opt.renamed("export", "--batch", "--trace-batch", batch, trace_batch, 2)
     options = ExportOptions(
         model=model, output_dir=output_dir, teacher=teacher, overrides=parse_overrides(set_),
         teacher_overrides=parse_overrides(teacher_set), target=target, opset=opset, num_points=points, batch=batch,

@@ -8,8 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from foundry_edge.cli.options import SEED
-from foundry_edge.checkpoints.resolve import PRESET_SEED
+from foundry_edge.cli import options as opt
+from foundry_edge.contracts.artifacts import PRESET_SEED
 
 
 def register(app: typer.Typer) -> None:
@@ -18,14 +18,14 @@ def register(app: typer.Typer) -> None:
 
 def inspect(
     model: str = typer.Argument(..., help="A preset name (or 'all'), 'default', or a checkpoint file."),
-    points: Optional[int] = typer.Option(None, "--points", help="Points per cloud to count FLOPs at (default: the model's)."),
-    set_: List[str] = typer.Option([], "--set", help="Override a preset field, e.g. --set num_supertokens=8."),
+    points: Optional[int] = opt.POINTS,
+    set_: List[str] = opt.SET,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     health: Optional[str] = typer.Option(None, "--health", help="Run the model (eval mode) on held-out clouds of "
                                          "DATA ('synthetic' or a data-set path, split test) and report how it spreads "
                                          "tokens over SuperTokens."),
     limit: int = typer.Option(100, "--limit", help="Held-out clouds for --health."),
-    seed: int = SEED,
+    seed: int = opt.SEED,
 ) -> None:
     """Print a model's configuration, parameter count and FLOPs per cloud (and its assignment health)."""
     from rich.console import Console

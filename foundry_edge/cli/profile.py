@@ -8,7 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from foundry_edge.cli.options import NO_SIDECAR_CHECK, SEED, say_unchecked
+from foundry_edge.cli import options as opt
+from foundry_edge.cli.options import say_unchecked
 
 
 def register(app: typer.Typer) -> None:
@@ -54,21 +55,22 @@ def _accuracy(pairs: list[str]) -> dict[str, float]:
 def profile(
     student: List[str] = typer.Option([], "--student", help="Student: preset, 'default', checkpoint, .onnx or .plan (repeatable)."),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher to compare against (same forms as --student)."),
-    runtime: str = typer.Option("torch", "--runtime", help="Comma-separated: torch, ort-cpu, ort-cuda, ort-trt, trt."),
-    points: str = typer.Option("1024", "--points", help="Comma-separated points per cloud (groups scale as N/16)."),
-    batch: str = typer.Option("1", "--batch", help="Comma-separated batch sizes."),
+    runtime: str = opt.runtimes("torch"),
+    points: str = opt.POINT_COUNTS,
+    batches: Optional[str] = opt.BATCHES,
+    batch: Optional[str] = opt.deprecated("--batch"),
     warmup: float = typer.Option(0.2, "--warmup", help="Warm-up seconds before timing (trtexec: 0.2)."),
     iterations: Optional[int] = typer.Option(None, "--iterations", help="Timed iterations (instead of --duration)."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Timed seconds (default 3, trtexec's)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch / ONNX Runtime (default: usable cores)."),
+    threads: Optional[int] = opt.THREADS,
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds before one measurement is stopped and recorded as timed out."),
     memory_limit: Optional[str] = typer.Option(None, "--memory-limit", help="Address-space limit per measurement (RLIMIT_AS), e.g. 8G."),
     operators: bool = typer.Option(False, "--operators", help="Add ONNX Runtime's time by operator type (ort-cpu)."),
     telemetry_ms: float = typer.Option(50.0, "--telemetry-ms", help="Sample power, clocks and thermals every MS during each measurement (0: off)."),
     accuracy: List[str] = typer.Option([], "--accuracy", help="MODEL=PERCENT for the accuracy-vs-latency plot (repeatable)."),
-    out: Path = typer.Option(Path("profile"), "-o", "--out", help="Output folder: report.json/.md/.html and the export cache."),
-    seed: int = SEED,
-    no_sidecar_check: bool = NO_SIDECAR_CHECK,
+    out: Path = opt.out_dir(Path("profile"), "report.json/.md/.html and the export cache"),
+    seed: int = opt.SEED,
+    no_sidecar_check: bool = opt.NO_SIDECAR_CHECK,
 ) -> None:
     """Profile students against a teacher: latency, throughput, memory, FLOPs and speed-up."""
     from rich.console import Console
@@ -80,14 +82,14 @@ def profile(
     from foundry_edge.profiling.machine import versions
 
     from foundry_edge.fileio import OutputSet, refuse_overwrite
-    from foundry_edge.checkpoints.resolve import BUNDLED
 
+    batches = opt.renamed("profile", "--batch", "--batches", batch, batches, "1")
     refuse_overwrite(out, [spec for spec in [*student, teacher] if spec and Path(spec).exists()], folder=True)
     config = ProfileConfig(
         students=[Subject(spec, "student", seed=seed) for spec in student],
         teacher=Subject(teacher, "teacher", seed=seed) if teacher else None,
-        runtimes=[r.strip() for r in runtime.split(",") if r.strip()], points=_ints(points, "--points"),
-        batches=_ints(batch, "--batch"), warmup_s=warmup, iterations=iterations, duration_s=duration,
+        runtimes=opt.comma_list(runtime), points=_ints(points, "--points"),
+        batches=_ints(batches, "--batches"), warmup_s=warmup, iterations=iterations, duration_s=duration,
         **({"threads": threads} if threads is not None else {}), timeout_s=timeout,
         memory_limit_bytes=_bytes(memory_limit), out_dir=out, operators=operators,
         telemetry_interval_s=telemetry_ms / 1e3, accuracy=_accuracy(accuracy), sidecar_check=not no_sidecar_check)
@@ -96,8 +98,7 @@ def profile(
         raise FoundryError("--no-sidecar-check applies to TensorRT plans, and no subject is a .plan: drop it")
     say_unchecked(typer.echo, no_sidecar_check)
     console = Console(stderr=True)
-    presets = [s.spec for s in config.subjects  # not a file and not a bundled checkpoint: a preset's name
-               if s.format == "torch" and s.spec not in BUNDLED and not Path(s.spec).exists()]
+    presets = _presets(config)
     if presets:
         console.print(f"presets {', '.join(presets)}: random weights drawn from --seed {seed}", markup=False)
     libraries = {name: v for name, v in versions().items() if name in ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt")}
@@ -142,12 +143,24 @@ def profile(
         raise typer.Exit(1)
 
 
+def _presets(config) -> list:
+    """Subjects that name a preset (not a file, not a bundled checkpoint): their weights are random."""
+    torch_specs = [s.spec for s in config.subjects if s.format == "torch" and not Path(s.spec).exists()]
+    if not torch_specs:
+        return []  # files only: the checkpoints package (and with it the model package) stays unimported
+    from foundry_edge.checkpoints.resolve import BUNDLED
+
+    return [spec for spec in torch_specs if spec not in BUNDLED]
+
+
 def _check_memory(config) -> None:
     """Refuse, before any export or measurement, a point count a model cannot run at in the memory available
-    now (foundry_edge.scenes.check_budget on each preset or checkpoint at its largest batch)."""
+    now (foundry_edge.models.memory.check_budget on each preset or checkpoint at its largest batch)."""
+    if not any(subject.format == "torch" for subject in config.subjects):
+        return  # ONNX files and plans: their own sizes, measured as they come
     from foundry_edge.errors import FoundryError
-    from foundry_edge.profiling.subjects import build_model
     from foundry_edge.models.memory import available_memory_bytes, check_budget
+    from foundry_edge.profiling.subjects import build_model
 
     budget = available_memory_bytes()
     if budget is None:
@@ -161,4 +174,4 @@ def _check_memory(config) -> None:
             continue  # a model that does not load (or lacks torch) is a row with its error, as the run reports it
         for points in config.points:
             check_budget(model.config.replace(num_points=points), budget, max(config.batches), "graph",
-                         fix="profile fewer --points or a smaller --batch")
+                         fix="profile fewer --points or smaller --batches")

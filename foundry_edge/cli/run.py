@@ -8,8 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from foundry_edge.cli.dropped import HELP as DROP_INVALID_HELP
-from foundry_edge.cli.options import NO_SIDECAR_CHECK, SEED, say_unchecked, say_weights
+from foundry_edge.cli import options as opt
+from foundry_edge.cli.options import say_unchecked, say_weights
 
 
 def register(app: typer.Typer) -> None:
@@ -19,15 +19,15 @@ def register(app: typer.Typer) -> None:
 def run(
     model: str = typer.Argument(..., help="A preset, 'default', a checkpoint (.pt), an ONNX, or a TensorRT plan (.plan/.engine)."),
     clouds: List[Path] = typer.Argument(..., help="Point-cloud files (npy, ply, pcd, txt, las...)."),
-    runtime: Optional[str] = typer.Option(None, "--runtime", help="torch, ort-cpu, ort-cuda, ort-trt or trt (default: by file type)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Save the outputs and each cloud's origin to this .npz."),
-    batch: int = typer.Option(8, "--batch", help="Clouds per inference call."),
-    set_: List[str] = typer.Option([], "--set", help="Override a preset field, e.g. --set num_points=2048 (presets only)."),
+    runtime: Optional[str] = opt.RUNTIME,
+    output: Optional[Path] = opt.output_file("an .npz of the outputs and each cloud's origin"),
+    batch: int = opt.batch(8),
+    set_: List[str] = opt.SET,
     device: str = typer.Option("cpu", "--device", help="torch device (torch runtime only)."),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="Replay a captured CUDA graph (trt runtime only)."),
-    drop_invalid: bool = typer.Option(False, "--drop-invalid", help=DROP_INVALID_HELP),
-    seed: int = SEED,
-    no_sidecar_check: bool = NO_SIDECAR_CHECK,
+    drop_invalid: bool = opt.DROP_INVALID,
+    seed: int = opt.SEED,
+    no_sidecar_check: bool = opt.NO_SIDECAR_CHECK,
 ) -> None:
     """Run a model on clouds: what was done to each cloud (read, dropped, recentred, resampled), a summary per
     output, the top class per cloud where there is a head (by name where the model has names), and a
@@ -36,7 +36,6 @@ def run(
 
     import numpy as np
 
-    from foundry_edge.checkpoints.resolve import open_model
     from foundry_edge.data import CloudLoader, DroppedPoints
     from foundry_edge.runtimes.compare import run_batches
 
@@ -44,16 +43,16 @@ def run(
         from foundry_edge.fileio import refuse_overwrite
 
         refuse_overwrite(output, [*companions(model), *clouds])
-    rt = open_model(model, runtime, **backend_options(model, runtime, set_, device, cuda_graph, seed,
+    rt = opt.open_model(model, runtime, **backend_options(model, runtime, set_, device, cuda_graph, seed,
                                                       no_sidecar_check))
     say_unchecked(typer.echo, no_sidecar_check)
     with rt:
-        typer.echo(f"runtime {rt.name} on {rt.provider}; {len(clouds)} clouds at {rt.num_points} points")
-        say_weights(typer.echo, model, rt)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DroppedPoints)  # each cloud's line below says what was dropped
             read = CloudLoader([str(c) for c in clouds], rt.num_points, min_points=rt.group_size or 1,
                                drop_invalid=drop_invalid)()
+        typer.echo(f"runtime {rt.name} on {rt.provider}; {len(read.points)} clouds at {rt.num_points} points")
+        say_weights(typer.echo, model, rt)
         for note in read.notes():
             typer.echo(note)
         start = time.perf_counter()
@@ -79,8 +78,7 @@ def backend_options(model: str, runtime: Optional[str], set_: List[str], device:
                     seed: int, no_sidecar_check: bool) -> dict:
     """CLI options -> open_model keywords; options that do not apply to the chosen runtime are refused."""
     from foundry_edge.errors import FoundryError
-    from foundry_edge.models.config import parse_overrides
-    from foundry_edge.checkpoints.resolve import PRESET_SEED
+    from foundry_edge.contracts.artifacts import PRESET_SEED
     from foundry_edge.runtimes import VALID, model_kind
 
     chosen = runtime or VALID[model_kind(model)][0]
@@ -91,15 +89,15 @@ def backend_options(model: str, runtime: Optional[str], set_: List[str], device:
     if wrong:
         raise FoundryError(f"{', '.join(wrong)} do not apply to the {chosen} runtime: drop them")
     if chosen == "torch":
-        return {"device": device, "overrides": parse_overrides(set_), "seed": seed}
+        return {"device": device, "overrides": opt.overrides_of(set_), "seed": seed}
     return {"cuda_graph": cuda_graph, "sidecar_check": not no_sidecar_check} if chosen == "trt" else {}
 
 
 def companions(model: str) -> List[Path]:
     """A model file and the files bound to it (an ONNX's manifest, a plan's sidecar): none may be overwritten."""
-    from foundry_edge.export.manifest import manifest_path
+    from foundry_edge.contracts.manifest import manifest_path
     from foundry_edge.runtimes import model_kind
-    from foundry_edge.runtimes.sidecar import sidecar_path
+    from foundry_edge.contracts.sidecar import sidecar_path
 
     kind = model_kind(model)
     bound = {"onnx": [manifest_path(model)], "plan": [sidecar_path(model)]}.get(kind, [])

@@ -8,6 +8,8 @@ from typing import List, Optional
 
 import typer
 
+from foundry_edge.cli import options as opt
+
 
 def register(app: typer.Typer) -> None:
     app.command("sweep")(sweep)
@@ -19,25 +21,25 @@ def sweep(
     supertokens: str = typer.Option("4,8,16,32", "--supertokens", help="Comma-separated SuperToken counts to distil (each <= the teacher's groups)."),
     gate_budget: str = typer.Option("", "--gate-budget", help="Comma-separated Foundry-Gate budgets: adds a gated entry per count and budget."),
     checkpoint: List[str] = typer.Option([], "--checkpoint", help="A student checkpoint to take as it is (repeatable); with --supertokens '' only these."),
-    set_: List[str] = typer.Option([], "--set", help="Override a student preset field, e.g. --set depth=2."),
-    data: str = typer.Option("synthetic", "--data", help="'synthetic', a ShapeNet55 folder or a folder of clouds (train and test splits)."),
-    samples: Optional[int] = typer.Option(None, "--samples", help="Synthetic only: training clouds (default 2000)."),
+    set_: List[str] = opt.SET,
+    data: str = opt.data("synthetic"),
+    samples: Optional[int] = opt.samples(None),
     test_samples: Optional[int] = typer.Option(None, "--test-samples", help="Synthetic only: held-out clouds (default 500)."),
     steps: int = typer.Option(150, "--steps", help="Distillation steps per entry."),
     finetune_steps: Optional[int] = typer.Option(None, "--finetune-steps", help="Classification-head fine-tune steps (default: --steps)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Clouds per training step."),
     lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate of distillation and fine-tune."),
-    seed: int = typer.Option(0, "--seed", help="Seed of data, initialisation and noise."),
+    seed: int = opt.SEED,
     export: bool = typer.Option(True, "--export/--no-export", help="Export each entry to ONNX (needed for the ort-*/trt runtimes)."),
-    runtime: str = typer.Option("ort-cpu", "--runtime", help="Comma-separated runtimes to profile on: torch, ort-cpu, ort-cuda, ort-trt, trt."),
-    points: Optional[int] = typer.Option(None, "--points", help="Profiled points per cloud (default: the teacher's)."),
-    batch: int = typer.Option(1, "--batch", help="Profiled batch size."),
+    runtime: str = opt.runtimes("ort-cpu"),
+    points: Optional[int] = opt.POINTS,
+    batch: int = opt.batch(1),
     warmup: float = typer.Option(0.2, "--warmup", help="Warm-up seconds before timing."),
     duration: float = typer.Option(1.0, "--duration", help="Timed seconds per measurement."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for training and profiling (default: usable cores)."),
+    threads: Optional[int] = opt.THREADS,
     telemetry_ms: float = typer.Option(50.0, "--telemetry-ms", help="Power/clock/thermal sampling period while profiling (0: off)."),
     objective: str = typer.Option("latency", "--objective", help="The cost on the front: latency or energy (needs power telemetry)."),
-    out: Path = typer.Option(Path("runs/sweep"), "-o", "--out", help="Folder for sweep.json/.md/.html and profile/."),
+    out: Path = opt.out_dir(Path("runs/sweep"), "sweep.json/.md/.html and profile/"),
     work: Optional[Path] = typer.Option(None, "--work", help="Folder for checkpoints, ONNX files and the profile cache (default OUT/work)."),
 ) -> None:
     """Distil a student per SuperToken count (and gate budget), measure accuracy and assignment health on
@@ -55,7 +57,7 @@ def sweep(
         gate_budgets=_ints(gate_budget, "--gate-budget"), checkpoints=list(checkpoint), overrides=parse_overrides(set_),
         data=data, train_samples=samples, test_samples=test_samples, steps=steps, finetune_steps=finetune_steps,
         batch_size=batch_size, lr=lr, seed=seed, export=export,
-        runtimes=[r.strip() for r in runtime.split(",") if r.strip()], points=points, batch=batch, warmup_s=warmup,
+        runtimes=opt.comma_list(runtime), points=points, batch=batch, warmup_s=warmup,
         duration_s=duration, threads=threads or default_threads(), telemetry_interval_s=telemetry_ms / 1e3,
         objective=objective, out_dir=out, work_dir=work)
     if not export and any(r != "torch" for r in config.runtimes):

@@ -14,27 +14,25 @@ from typing import List, Optional
 
 import typer
 
+from foundry_edge.cli import options as opt
 from foundry_edge.errors import FoundryError
-from foundry_edge.checkpoints.resolve import PRESET_SEED
 
-# Options shared by distill and finetune; each maps onto a TrainConfig field.
-DATA = typer.Option("synthetic", "--data", help="'synthetic', a ShapeNet55 folder or a folder of clouds.")
-SAMPLES = typer.Option(None, "--samples", help="Synthetic data only: clouds in the training split.")
-POINTS = typer.Option(None, "--points", help="Points per cloud (default: the model's num_points).")
-OUT = typer.Option(..., "--out", help="Folder for checkpoint.pt (resumable), log.jsonl and model.pt.")
+# Options of distill and finetune that are training's own; each maps onto a TrainConfig field. --data, --samples,
+# --points, --seed, --set and --out are the shared ones of foundry_edge.cli.options.
+DATA = opt.data("synthetic")
+SAMPLES = opt.samples(None)
+OUT = opt.out_dir(..., "checkpoint.pt (resumable), log.jsonl and model.pt")
 STEPS = typer.Option(1000, "--steps", help="Optimizer steps.")
-BATCH = typer.Option(32, "--batch-size", help="Clouds per step and per process.")
+BATCH_SIZE = typer.Option(32, "--batch-size", help="Clouds per step and per process.")
 LR = typer.Option(5e-4, "--lr", help="Peak learning rate (AdamW).")
 WD = typer.Option(0.05, "--weight-decay", help="AdamW weight decay on weight matrices.")
-WARMUP = typer.Option(50, "--warmup", help="Linear warm-up steps before the cosine decay.")
-SEED = typer.Option(PRESET_SEED, "--seed", help=f"Seed for initialisation (a preset's weights: default {PRESET_SEED}, as in "
-                    "export, run and verify), shuffling and Gumbel noise.")
+WARMUP_STEPS = typer.Option(None, "--warmup-steps", help="Linear warm-up steps before the cosine decay (default 50).")
+WARMUP_DEFAULT = 50
 LOG_EVERY = typer.Option(10, "--log-every", help="Steps between log.jsonl records.")
 CKPT_EVERY = typer.Option(100, "--checkpoint-every", help="Steps between checkpoints.")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 AUGMENT = typer.Option(False, "--augment/--no-augment", help="Random anisotropic scaling of the clouds.")
 RESUME = typer.Option(None, "--resume", help="A checkpoint.pt of an interrupted run of the same command.")
-SET = typer.Option([], "--set", help="Override a preset field, e.g. --set num_supertokens=8.")
 
 
 def register(app: typer.Typer) -> None:
@@ -101,10 +99,11 @@ def _finish(command: str, result, out: Path) -> None:
 def distill(
     teacher: str = typer.Option("default-teacher", "--teacher", help="Teacher: a preset, 'default-teacher' or a checkpoint."),
     student: str = typer.Option("foundry-edge16", "--student", help="Student preset (foundry-*)."),
-    set_: List[str] = SET,
-    data: str = DATA, samples: Optional[int] = SAMPLES, points: Optional[int] = POINTS, out: Path = OUT,
-    steps: int = STEPS, batch_size: int = BATCH, lr: float = LR, weight_decay: float = WD, warmup: int = WARMUP,
-    seed: int = SEED, log_every: int = LOG_EVERY, checkpoint_every: int = CKPT_EVERY, device: str = DEVICE,
+    set_: List[str] = opt.SET,
+    data: str = DATA, samples: Optional[int] = SAMPLES, points: Optional[int] = opt.POINTS, out: Path = OUT,
+    steps: int = STEPS, batch_size: int = BATCH_SIZE, lr: float = LR, weight_decay: float = WD,
+    warmup_steps: Optional[int] = WARMUP_STEPS, warmup: Optional[int] = opt.deprecated("--warmup"),
+    seed: int = opt.SEED, log_every: int = LOG_EVERY, checkpoint_every: int = CKPT_EVERY, device: str = DEVICE,
     augment: bool = AUGMENT, resume: Optional[Path] = RESUME,
     beta: float = typer.Option(1.0, "--beta", help="SmoothL1 beta (the paper gives none; torch's default)."),
     lambda_gate: Optional[float] = typer.Option(None, "--lambda-gate", help="Gate term weight (Foundry-Gate students only; default 0.01)."),
@@ -125,6 +124,7 @@ def distill(
     from foundry_edge.training.distill import DistillConfig, distill as run_distill, matched_overrides, resolve_model
 
     overrides = parse_overrides(set_)
+    warmup = opt.renamed("distill", "--warmup", "--warmup-steps", warmup, warmup_steps, WARMUP_DEFAULT)
     train = _train_config(steps, batch_size, lr, weight_decay, warmup, seed, log_every, checkpoint_every, device, augment)
     teacher_config = resolve_model(teacher)[0].config
     student_config = get_config(student, **matched_overrides(teacher_config, overrides))
@@ -147,10 +147,11 @@ def finetune(
     model: str = typer.Argument(..., help="A teacher or student: preset (trains from scratch), 'default', or a checkpoint."),
     task: str = typer.Option("cls", "--task", help="cls (classification head) or seg (part-segmentation head)."),
     freeze_backbone: bool = typer.Option(False, "--freeze-backbone", help="Train the head only, on frozen tokens."),
-    set_: List[str] = SET,
-    data: str = DATA, samples: Optional[int] = SAMPLES, points: Optional[int] = POINTS, out: Path = OUT,
-    steps: int = STEPS, batch_size: int = BATCH, lr: float = LR, weight_decay: float = WD, warmup: int = WARMUP,
-    seed: int = SEED, log_every: int = LOG_EVERY, checkpoint_every: int = CKPT_EVERY, device: str = DEVICE,
+    set_: List[str] = opt.SET,
+    data: str = DATA, samples: Optional[int] = SAMPLES, points: Optional[int] = opt.POINTS, out: Path = OUT,
+    steps: int = STEPS, batch_size: int = BATCH_SIZE, lr: float = LR, weight_decay: float = WD,
+    warmup_steps: Optional[int] = WARMUP_STEPS, warmup: Optional[int] = opt.deprecated("--warmup"),
+    seed: int = opt.SEED, log_every: int = LOG_EVERY, checkpoint_every: int = CKPT_EVERY, device: str = DEVICE,
     augment: bool = AUGMENT, resume: Optional[Path] = RESUME,
     test_samples: Optional[int] = typer.Option(None, "--test-samples", help="Synthetic data only: clouds in the test split."),
     lambda_balance: float = typer.Option(0.1, "--lambda-balance", help="DSO students: weight of the load-balancing term that keeps the assignment spread (0: off)."),
@@ -163,6 +164,7 @@ def finetune(
     from foundry_edge.training.evaluate import evaluate_model
     from foundry_edge.training.finetune import finetune as run_finetune
 
+    warmup = opt.renamed("finetune", "--warmup", "--warmup-steps", warmup, warmup_steps, WARMUP_DEFAULT)
     train = _train_config(steps, batch_size, lr, weight_decay, warmup, seed, log_every, checkpoint_every, device, augment)
     if lambda_balance < 0:
         raise FoundryError(f"--lambda-balance must be >= 0, got {lambda_balance}")
@@ -186,16 +188,16 @@ def finetune(
 def evaluate(
     models: List[str] = typer.Argument(..., help="Teachers and students to compare: presets, 'default', checkpoints."),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="Compare each student's tokens with this teacher's."),
-    data: str = DATA, points: Optional[int] = POINTS,
+    data: str = DATA, points: Optional[int] = opt.POINTS,
     split: str = typer.Option("test", "--split", help="The split to evaluate on."),
-    samples: Optional[int] = typer.Option(None, "--samples", help="Synthetic data only: clouds in the split."),
+    samples: Optional[int] = SAMPLES,
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate the first LIMIT clouds only."),
     way: int = typer.Option(5, "--way", help="Few-shot classes per episode (0: no few-shot)."),
     shot: int = typer.Option(10, "--shot", help="Few-shot support clouds per class."),
     query: int = typer.Option(20, "--query", help="Few-shot query clouds per class."),
     episodes: int = typer.Option(10, "--episodes", help="Few-shot episodes."),
-    seed: int = SEED,
-    out: Path = typer.Option(..., "--out", help="Folder for report.json, report.md and the pictures."),
+    seed: int = opt.SEED,
+    out: Path = opt.out_dir(..., "report.json, report.md and the pictures"),
 ) -> None:
     """Accuracy, part mIoU, few-shot probes, a student's eval-mode assignment health and teacher/student
     token agreement -> report.json + report.md."""

@@ -7,8 +7,9 @@ from typing import List, Optional
 
 import typer
 
-from foundry_edge.cli.dropped import HELP as DROP_INVALID_HELP, note_dropped
-from foundry_edge.cli.options import NO_SIDECAR_CHECK, SEED, say_unchecked, say_weights
+from foundry_edge.cli import options as opt
+from foundry_edge.cli.dropped import note_dropped
+from foundry_edge.cli.options import say_unchecked, say_weights
 
 
 def register(app: typer.Typer) -> None:
@@ -19,16 +20,16 @@ def verify(
     model: str = typer.Argument(..., help="The model under test: ONNX, plan, preset or checkpoint."),
     against: str = typer.Option(..., "--against", help="The reference: usually the preset or checkpoint it came from."),
     clouds: List[str] = typer.Option([], "--clouds", help="Cloud files to compare on (default: synthetic shapes)."),
-    samples: int = typer.Option(8, "--samples", help="Synthetic clouds when --clouds is not given."),
-    batch: int = typer.Option(4, "--batch", help="Clouds per inference call."),
-    runtime: Optional[str] = typer.Option(None, "--runtime", help="Runtime for MODEL (default: by file type)."),
+    samples: int = opt.samples(8),
+    batch: int = opt.batch(4),
+    runtime: Optional[str] = opt.RUNTIME,
     reference_runtime: Optional[str] = typer.Option(None, "--reference-runtime", help="Runtime for the reference."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or int8 tolerances (default: the model's)."),
-    set_: List[str] = typer.Option([], "--set", help="Preset overrides, applied to whichever side is a preset."),
+    set_: List[str] = opt.SET,
     as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON before the verdict."),
-    drop_invalid: bool = typer.Option(False, "--drop-invalid", help=DROP_INVALID_HELP),
-    seed: int = SEED,
-    no_sidecar_check: bool = NO_SIDECAR_CHECK,
+    drop_invalid: bool = opt.DROP_INVALID,
+    seed: int = opt.SEED,
+    no_sidecar_check: bool = opt.NO_SIDECAR_CHECK,
 ) -> None:
     """Compare a model against a reference: max abs/rel error, cosine, assignment and top-1 agreement.
 
@@ -36,13 +37,12 @@ def verify(
     10 % assignment margin) and the reference's SuperToken usage; a collapsed reference is flagged.
     """
     from foundry_edge.errors import FoundryError
-    from foundry_edge.models.config import parse_overrides
-    from foundry_edge.checkpoints.resolve import PRESET_SEED, open_model
+    from foundry_edge.contracts.artifacts import PRESET_SEED
     from foundry_edge.data.loader import CloudLoader
     from foundry_edge.runtimes import model_kind
     from foundry_edge.runtimes.compare import tolerance, verify as verify_runtimes
 
-    overrides = parse_overrides(set_)
+    overrides = opt.overrides_of(set_)
     kinds = (model_kind(model), model_kind(against))
     if overrides and "torch" not in kinds:
         raise FoundryError("--set overrides apply to presets, and neither side is one: drop --set")
@@ -58,7 +58,8 @@ def verify(
         return {"torch": {"overrides": overrides, "seed": seed},
                 "plan": {"sidecar_check": not no_sidecar_check}}.get(model_kind(spec), {})
 
-    with open_model(against, reference_runtime, **opts(against)) as ref, open_model(model, runtime, **opts(model)) as test:
+    with opt.open_model(against, reference_runtime, **opts(against)) as ref, \
+            opt.open_model(model, runtime, **opts(model)) as test:
         for spec, rt in ((against, ref), (model, test)):
             say_weights(typer.echo, spec, rt)
         wanted = precision or test.precision
@@ -83,11 +84,14 @@ def refuse_other_seed(exported: str, preset: str, seed: int) -> None:
     """An ONNX exported from a preset with another --seed holds other random weights than the preset drawn with
     this one: say so instead of failing every output."""
     from foundry_edge.errors import FoundryError
-    from foundry_edge.export.manifest import read_manifest
-    from foundry_edge.models.registry import PRESETS
-    from foundry_edge.runtimes import model_kind
+    from foundry_edge.contracts.artifacts import model_kind
 
-    if model_kind(exported) != "onnx" or preset not in PRESETS:
+    if model_kind(exported) != "onnx" or model_kind(preset) != "torch":
+        return
+    from foundry_edge.contracts.manifest import read_manifest
+    from foundry_edge.models.registry import PRESETS
+
+    if preset not in PRESETS:
         return
     manifest = read_manifest(exported) or {}
     source = ((manifest.get("model") or {}).get("checkpoint") or {}).get("source") or ""

@@ -9,6 +9,7 @@ RUNTIMES = ("torch", "ort-cpu", "ort-cuda", "ort-trt", "trt")
 PLAN_SUFFIXES = (".plan", ".engine")
 MODEL_KINDS = ("torch", "onnx", "plan")
 PRECISIONS = ("fp32", "fp16", "int8")
+PRESET_SEED = 0  # the seed of a preset's random weights: export, verify and profile draw the same ones
 # What each kind of model file can run on; the first is the default.
 VALID = {"torch": ("torch",), "onnx": ("ort-cpu", "ort-cuda", "ort-trt"), "plan": ("trt",)}
 

@@ -8,8 +8,6 @@ largest size that fits, before anything is allocated.
 
 from __future__ import annotations
 
-import numpy as np
-
 from foundry_edge.errors import FoundryError
 
 GIB = 1 << 30

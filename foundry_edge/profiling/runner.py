@@ -143,7 +143,7 @@ def _failure(code: int, timed_out: bool, timeout_s: float, log: str, memory_limi
     last = next((line for line in reversed(log.strip().splitlines()) if line.strip()), "no output")
     if timed_out:
         return {"status": "error", "error_kind": "timeout",
-                "error": f"timed out after {timeout_s:g} s; raise --timeout or lower --points/--batch/--duration"}
+                "error": f"timed out after {timeout_s:g} s; raise --timeout or lower --points/--batches/--duration"}
     signame = signal.Signals(-code).name if code < 0 else f"exit code {code}"
     if memory_limit:  # under RLIMIT_AS, allocation failures surface as MemoryError, bad_alloc, failed mmaps...
         return {"status": "error", "error_kind": "oom",
@@ -170,7 +170,8 @@ def run_profile(config: ProfileConfig, progress: Progress | None = None) -> dict
     telemetry_start = describe(config.telemetry_root)  # power mode and clocks as the profile starts
     progress("matmul peak")
     peak = run_worker({"kind": "matmul-peak", "threads": config.threads, "size": config.matmul_size,
-                       "seconds": config.matmul_s},
+                       "seconds": config.matmul_s,  # torch's BLAS too, only when torch is profiled
+                       "backends": ["numpy", "torch"] if "torch" in config.runtimes else ["numpy"]},
                       config.timeout_s, config.threads)
     models, notes = describe_all(config, progress)
     measurements = [measure_one(config, models, subject, runtime, points, batch, progress)

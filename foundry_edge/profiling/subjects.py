@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from foundry_edge.checkpoints.resolve import PRESET_SEED
+from foundry_edge.contracts.artifacts import PRESET_SEED
 from foundry_edge.contracts.artifacts import model_kind
 from foundry_edge.contracts.manifest import read_manifest
 from foundry_edge.contracts.onnx_graph import graph_specs, read_onnx

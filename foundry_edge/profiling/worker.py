@@ -21,7 +21,7 @@ import sys
 import time
 
 from foundry_edge.errors import FoundryError
-from foundry_edge.checkpoints.resolve import PRESET_SEED
+from foundry_edge.contracts.artifacts import PRESET_SEED
 
 CUDA_RUNTIMES = ("ort-cuda", "ort-trt", "trt")
 
@@ -184,7 +184,8 @@ def beside_peak(spec: dict, on_device: bool) -> float | None:
 def run_matmul_peak(spec: dict) -> dict:
     from foundry_edge.profiling.machine import matmul_gflops
 
-    return {"matmul": matmul_gflops(spec.get("size", 2048), spec.get("seconds", 1.0), spec["threads"])}
+    backends = tuple(spec.get("backends", ("numpy", "torch")))  # torch only where a torch runtime is profiled
+    return {"matmul": matmul_gflops(spec.get("size", 2048), spec.get("seconds", 1.0), spec["threads"], backends)}
 
 
 def run_operators(spec: dict) -> dict:

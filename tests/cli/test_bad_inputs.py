@@ -155,7 +155,7 @@ def _resumes(root: Path) -> None:
         torch.save({**payload, "training": {**payload["training"], **change}}, root / "ckpt" / f"resume-{name}.pt")
 
 
-FINETUNE = ["--samples", "8", "--test-samples", "4", "--steps", "2", "--batch-size", "4", "--warmup", "0",
+FINETUNE = ["--samples", "8", "--test-samples", "4", "--steps", "2", "--batch-size", "4", "--warmup-steps", "0",
             "--checkpoint-every", "1", "--log-every", "1"]
 
 
@@ -273,7 +273,7 @@ CASES = {
     "usage-run-no-args": lambda w: usage("run", match="Missing argument"),
     "usage-run-unknown-option": lambda w: usage("run", w.base / "model.onnx", w.clouds / "good.npy", "--bogus",
                                                  match="No such option: --bogus"),
-    "usage-export-batch-not-int": lambda w: usage("export", "default", "--batch", "two", match="--batch"),
+    "usage-export-batch-not-int": lambda w: usage("export", "default", "--trace-batch", "two", match="--trace-batch"),
     "usage-verify-no-against": lambda w: usage("verify", w.base / "model.onnx", match="--against"),
     "usage-build-no-onnx": lambda w: usage("build", match="Missing argument"),
     "usage-calibrate-no-data": lambda w: usage("calibrate", w.base / "model.onnx", match="--data"),
@@ -308,7 +308,7 @@ CASES = {
     "export-trt-check-maybe": lambda w: Case(["export", "foundry-edge16", "--trt-check", "maybe"], "trt check 'maybe'"),
     "export-static-and-dynamic": lambda w: Case(["export", "foundry-edge16", "--static", "--dynamic-batch"],
                                                 "--static contradicts --dynamic-batch"),
-    "export-dynamic-batch-of-one": lambda w: Case(["export", "foundry-edge16", "--batch", "1"], "batch >= 2"),
+    "export-dynamic-batch-of-one": lambda w: Case(["export", "foundry-edge16", "--trace-batch", "1"], "batch >= 2"),
     "export-max-batch-below-batch": lambda w: Case(["export", "foundry-edge16", "--max-batch", "1"],
                                                    "max batch 1 is below"),
     "export-unknown-output": lambda w: Case(["export", "foundry-edge16", *SETS, "--outputs", "tokens,halo", "-o",

@@ -9,7 +9,9 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from foundry_edge.errors import FoundryError  # noqa: E402
-from foundry_edge.export.manifest import read_manifest, trtexec_shapes, write_manifest  # noqa: E402
+from foundry_edge.contracts.manifest import read_manifest  # noqa: E402
+from foundry_edge.contracts.trtexec import trtexec_shapes  # noqa: E402
+from foundry_edge.export.manifest import write_manifest  # noqa: E402
 from foundry_edge.export.rewrites import decompose_layer_norm, to_opset17  # noqa: E402
 from foundry_edge.export.validate import check_ops, check_reduce_axes  # noqa: E402
 from foundry_edge.runtimes.compare import output_metrics  # noqa: E402

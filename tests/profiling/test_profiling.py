@@ -319,7 +319,7 @@ def test_an_exported_onnx_profiles_without_torch(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "site"), os.environ.get("PYTHONPATH")]))}
     out = tmp_path / "profile"
     done = subprocess.run([sys.executable, "-m", "foundry_edge", "profile", "--student", str(exported.onnx_path),
-                           "--teacher", "pointjepa-vits", "--runtime", "ort-cpu", "--points", "384", "--batch", "2",
+                           "--teacher", "pointjepa-vits", "--runtime", "ort-cpu", "--points", "384", "--batches", "2",
                            "--iterations", "2", "--warmup", "0", "--threads", "1", "--telemetry-ms", "0", "-o", str(out)],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
@@ -455,7 +455,7 @@ def test_profile_refuses_a_point_count_that_cannot_fit_before_measuring(tmp_path
 
     out = tmp_path / "prof"
     assert main(["profile", "--teacher", "pointjepa-vits", "--student", "foundry-edge16", "--points", "4000000",
-                 "--batch", "8", "-o", str(out)]) == 2
+                 "--batches", "8", "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the largest scene that fits is about" in err[0] and not out.exists()
 

@@ -32,7 +32,7 @@ def chromium(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def report_html(tmp_path_factory):
-    from test_telemetry import build_tree
+    from tests.profiling.test_telemetry import build_tree
 
     out = tmp_path_factory.mktemp("browser")
     subjects = {role: Subject(preset, role, tiny_overrides(preset))

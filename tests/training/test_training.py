@@ -208,7 +208,7 @@ def test_cli_refuses_conflicts_and_writes_an_evaluation_report(teacher_path, clo
                  *student_flags]) == 2
     assert "has no gate" in capsys.readouterr().err
     assert main(["distill", "--teacher", str(teacher_path), "--out", str(tmp_path / "d"), "--samples", "8",
-                 "--steps", "2", "--batch-size", "4", "--warmup", "0", "--device", "cpu", *student_flags]) == 0
+                 "--steps", "2", "--batch-size", "4", "--warmup-steps", "0", "--device", "cpu", *student_flags]) == 0
     assert main(["evaluate", str(teacher_path), str(tmp_path / "d" / "model.pt"), "--teacher", str(teacher_path),
                  "--samples", "20", "--way", "2", "--shot", "1", "--query", "1", "--episodes", "2",
                  "--out", str(tmp_path / "report")]) == 0
