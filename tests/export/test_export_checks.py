@@ -9,9 +9,6 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from foundry_edge.errors import FoundryError  # noqa: E402
-from foundry_edge.contracts.manifest import read_manifest  # noqa: E402
-from foundry_edge.contracts.trtexec import trtexec_shapes  # noqa: E402
-from foundry_edge.export.manifest import write_manifest  # noqa: E402
 from foundry_edge.export.rewrites import decompose_layer_norm, to_opset17  # noqa: E402
 from foundry_edge.export.validate import check_ops, check_reduce_axes  # noqa: E402
 from foundry_edge.runtimes.compare import output_metrics  # noqa: E402
@@ -180,41 +177,3 @@ def test_tensorrt_parser_check_names_what_it_refuses(tmp_path):
     ok = tmp_path / "ok.onnx"
     onnx.save(graph_with([helper.make_node("Relu", ["x"], ["y"])]), ok)
     assert check_with_tensorrt(ok).passed
-
-
-def test_manifest_round_trip_and_schema_refusal(tmp_path):
-    """A manifest is read back only for the very ONNX it was written for (its SHA-256) and in its schema."""
-    import hashlib
-
-    points = helper.make_tensor_value_info("points", TensorProto.FLOAT, ["batch", "num_points", 3])
-    tokens = helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["batch", "num_points", 3])
-    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["points"], ["tokens"])], "g", [points],
-                                                [tokens]), opset_imports=[helper.make_opsetid("", 18)])
-    data = model.SerializeToString()
-    for stem in ("model", "old"):
-        (tmp_path / f"{stem}.onnx").write_bytes(data)
-    manifest = {"schema": "foundry-edge/manifest", "schema_version": 1,
-                "model": {"name": "relu", "kind": "student", "config": {}, "class_names": None},
-                "onnx": {"file": "model.onnx", "sha256": hashlib.sha256(data).hexdigest(), "opset": 18,
-                         "precision": "fp32"},
-                "grouping": "graph", "preprocessing": {"normalize": "none", "in_graph": True, "num_points": 256,
-                                                       "num_groups": 16, "group_size": 8},
-                "inputs": [{"name": "points", "dtype": "float32", "shape": ["batch", "num_points", 3]}],
-                "outputs": [{"name": "tokens", "dtype": "float32", "shape": ["batch", "num_points", 3]}],
-                "profiles": {"batch": [1, 1, 8], "num_points": [32, 256, 1024]}, "versions": {},
-                "checks": {"passed": True, "items": []}}
-    write_manifest(tmp_path / "model.onnx", manifest)
-    assert read_manifest(tmp_path / "model.onnx") == manifest
-    assert read_manifest(tmp_path / "other.onnx") is None
-    assert trtexec_shapes(manifest) == ("--minShapes=points:1x32x3 --optShapes=points:1x256x3 "
-                                        "--maxShapes=points:8x1024x3")
-    write_manifest(tmp_path / "old.onnx", {**manifest, "schema_version": 0})
-    with pytest.raises(FoundryError, match="schema version 0"):
-        read_manifest(tmp_path / "old.onnx")
-    write_manifest(tmp_path / "old.onnx", {**manifest, "profiles": {"batch": [8, 1, 1]}})
-    with pytest.raises(FoundryError, match=r"schema.*'profiles.batch' must be \[min, opt, max\]"):
-        read_manifest(tmp_path / "old.onnx")
-    (tmp_path / "old.onnx").write_bytes(data + b" ")
-    write_manifest(tmp_path / "old.onnx", manifest)
-    with pytest.raises(FoundryError, match="old.onnx does not match old.manifest.json .sha256"):
-        read_manifest(tmp_path / "old.onnx")

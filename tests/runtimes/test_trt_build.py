@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import tiny_overrides
 from foundry_edge.errors import FoundryError
 from foundry_edge.calibration.engine_inputs import EngineInputsFromOnnx
-from foundry_edge.contracts.sidecar import check_sidecar, sidecar_path
+from foundry_edge.contracts.sidecar import sidecar_path
 from foundry_edge.runtimes.build import BuildConfig, EngineInputs, onnx2engine, parse_shapes, trtexec_command
 
 RTX = "tensorrt_rtx"
@@ -172,19 +172,6 @@ def test_missing_tensorrt_names_the_fix(monkeypatch, onnx_copy):
         onnx2engine(onnx_copy, onnx_copy.with_name("m.plan"), BuildConfig(), log=lambda _: None)
 
 
-def test_sidecar_mismatch_is_refused_with_a_rebuild_hint():
-    built = {"device": {"tensorrt_module": "tensorrt", "tensorrt": "10.3.0", "compute_capability": "8.7",
-                        "gpu": "Orin"}}
-    check_sidecar(built, {"tensorrt_module": "tensorrt", "tensorrt": "10.3.0", "compute_capability": "8.7", "gpu": "Orin"})
-    with pytest.raises(FoundryError, match="TensorRT 10.3.0, this device has 8.6.2.*rebuild"):
-        check_sidecar(built, {"tensorrt_module": "tensorrt", "tensorrt": "8.6.2", "compute_capability": "8.7"})
-    with pytest.raises(FoundryError, match="compute capability 8.7, this device has 9.0"):
-        check_sidecar(built, {"tensorrt_module": "tensorrt", "tensorrt": "10.3.0", "compute_capability": "9.0"})
-    with pytest.raises(FoundryError, match="built for GPU Orin, this device has Orin NX.*--no-sidecar-check"):
-        check_sidecar(built, {"tensorrt_module": "tensorrt", "tensorrt": "10.3.0", "compute_capability": "8.7",
-                              "gpu": "Orin NX"})
-
-
 def test_implicit_calibrator_gets_clouds_drawn_at_the_models_point_count(onnx_copy):
     """Calibration clouds are drawn at the manifest's num_points, not drawn at 1024 and resampled again, and reach
     the builder's calibrator as the feed the caller prepared."""
@@ -311,19 +298,6 @@ def test_corrupt_plan_is_a_clear_error(tmp_path):
     plan.write_bytes(b"not a plan" * 100)
     with pytest.raises(FoundryError, match="could not deserialize"):
         open_runtime(plan, sidecar_check=False).load()
-
-
-def test_edited_sidecar_is_refused_before_tensorrt(tmp_path):
-    from foundry_edge.contracts.sidecar import read_sidecar
-
-    plan = tmp_path / "model.plan"
-    plan.write_bytes(b"\0" * 64)
-    sidecar_path(plan).write_text(json.dumps({"schema": "foundry-edge/engine", "device": {"tensorrt": "10.3"}}))
-    with pytest.raises(FoundryError, match="complete sidecar.*without schema_version"):
-        read_sidecar(plan)
-    sidecar_path(plan).write_text("[1, 2]")
-    with pytest.raises(FoundryError, match="found schema 'list'"):
-        read_sidecar(plan)
 
 
 @pytest.mark.trt
