@@ -23,6 +23,32 @@ def tiny_overrides(preset: str) -> dict:
     return out
 
 
+RTX = "tensorrt_rtx"  # TensorRT-RTX: TensorRT's ONNX parser and builder without a GPU (graph checks only)
+
+
+def has_module(name: str) -> bool:
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
+
+
+HAS_RTX = has_module(RTX)
+needs_rtx = pytest.mark.skipif(not HAS_RTX, reason="TensorRT-RTX (pip package tensorrt-rtx) is not installed")
+
+
+def export_tiny_edge(folder, **options):
+    """A small edge student (128 points, 8 groups, dynamic batch and points) through export_model -> ONNX path."""
+    pytest.importorskip("torch")
+    from foundry_edge.export import ExportOptions, export_model
+
+    overrides = dict(tiny_overrides("foundry-edge16"), num_points=128, num_groups=8, depth=1, num_supertokens=3,
+                     gate_budget=2)
+    return export_model(ExportOptions(model="foundry-edge16", overrides=overrides, output_dir=folder, max_batch=4,
+                                      trt_check="off", **options)).onnx_path
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_overrides
+from tests.conftest import HAS_RTX, RTX, tiny_overrides
 
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
@@ -36,18 +36,6 @@ SMALL = dict(tiny_overrides("foundry-edge16"), num_points=128, num_groups=8, dep
              gate_budget=2, num_classes=4)
 SETS = [arg for key, value in SMALL.items()
         for arg in ("--set", f"{key}={','.join(map(str, value)) if isinstance(value, tuple) else value}")]
-RTX = "tensorrt_rtx"
-
-
-def _has(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
-
-
-HAS_RTX = _has(RTX)
 
 
 _HASHES: dict = {}  # (path, inode, size, mtime, ctime) -> SHA-256: a file is read again only once it changed

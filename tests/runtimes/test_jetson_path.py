@@ -21,13 +21,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_overrides
+from tests.conftest import HAS_RTX, RTX, export_tiny_edge, needs_rtx
 from tests.runtimes import fake_tensorrt
 
 BLOCKED = ("torch", "onnxruntime", "onnxscript", "foundry_edge.models", "foundry_edge.checkpoints",
            "foundry_edge.export", "foundry_edge.training")
 REPO = Path(__file__).resolve().parents[2]
-RTX = "tensorrt_rtx"
 TRT_MODULE_ENV = "FOUNDRY_EDGE_TRT_MODULE"
 
 SITECUSTOMIZE = textwrap.dedent('''
@@ -75,15 +74,6 @@ def _blocked(name: str) -> bool:
     return any(name == b or name.startswith(b + ".") for b in BLOCKED)
 
 
-def _has(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
-
-
-needs_rtx = pytest.mark.skipif(not _has(RTX), reason="TensorRT-RTX (pip package tensorrt-rtx) is not installed")
 
 
 class Jetson:
@@ -156,14 +146,7 @@ def test_doctor_runs_without_torch_or_onnxruntime_and_says_what_is_missing(jetso
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A tiny edge student exported (in this process, with torch) once per module: model.onnx + its manifest."""
-    pytest.importorskip("torch")
-    from foundry_edge.export import ExportOptions, export_model
-
-    overrides = dict(tiny_overrides("foundry-edge16"), num_points=128, num_groups=8, depth=1, num_supertokens=3,
-                     gate_budget=2)
-    options = ExportOptions(model="foundry-edge16", overrides=overrides, output_dir=tmp_path_factory.mktemp("onnx"),
-                            max_batch=4, check=False, trt_check="off")
-    return export_model(options).onnx_path
+    return export_tiny_edge(tmp_path_factory.mktemp("onnx"), check=False)
 
 
 def _copy_onnx(onnx: Path, folder: Path) -> Path:
@@ -190,7 +173,7 @@ def test_build_writes_a_plan_and_sidecar_without_torch(jetson, exported, tmp_pat
 def fake_plan(exported, tmp_path_factory):
     """A plan built with TensorRT-RTX (in this process) whose sidecar says it was built on the fake device,
     so the fake TensorRT runs it with every sidecar check on."""
-    if not _has(RTX):
+    if not HAS_RTX:
         pytest.skip("TensorRT-RTX (pip package tensorrt-rtx) is not installed")
     from foundry_edge.calibration.engine_inputs import EngineInputsFromOnnx
     from foundry_edge.contracts.sidecar import sidecar_path

@@ -9,25 +9,16 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_overrides
+from tests.conftest import RTX, export_tiny_edge, has_module, needs_rtx
 from foundry_edge.errors import FoundryError
 from foundry_edge.calibration.engine_inputs import EngineInputsFromOnnx
 from foundry_edge.contracts.sidecar import sidecar_path
 from foundry_edge.runtimes.build import BuildConfig, EngineInputs, onnx2engine, parse_shapes, trtexec_command
 
-RTX = "tensorrt_rtx"
-
-
-def _has(module):
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
 
 
 def _gpu_and_tensorrt():
-    if not _has("tensorrt"):
+    if not has_module("tensorrt"):
         return False
     from foundry_edge.runtimes.cuda_host import open_cuda
 
@@ -38,7 +29,6 @@ def _gpu_and_tensorrt():
     return True
 
 
-needs_rtx = pytest.mark.skipif(not _has(RTX), reason="TensorRT-RTX (pip package tensorrt-rtx) is not installed")
 needs_gpu = pytest.mark.skipif(not _gpu_and_tensorrt(), reason="needs TensorRT and a CUDA GPU")
 
 
@@ -50,14 +40,7 @@ def rtx(monkeypatch):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A small edge student through export_model (128 points, dynamic batch and points), once per module."""
-    pytest.importorskip("torch")
-    from foundry_edge.export import ExportOptions, export_model
-
-    overrides = dict(tiny_overrides("foundry-edge16"), num_points=128, num_groups=8, depth=1, num_supertokens=3,
-                     gate_budget=2)
-    options = ExportOptions(model="foundry-edge16", overrides=overrides, output_dir=tmp_path_factory.mktemp("onnx"),
-                            max_batch=4, trt_check="off")
-    return export_model(options).onnx_path
+    return export_tiny_edge(tmp_path_factory.mktemp("onnx"))
 
 
 @pytest.fixture
