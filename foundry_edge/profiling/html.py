@@ -14,8 +14,8 @@ import html
 from collections import defaultdict
 
 from foundry_edge.profiling.render import (
-    CSS, accuracy_points, board_text, clocks_text, device_bytes, html_table, measured_telemetry, mib, number, png,
-    plots_or_note, stage_names, validity,
+    CSS, SPEEDUP_HEADER, STAGE_HEADER, accuracy_points, board_text, clocks_text, device_bytes, html_table, measured_telemetry, mib, number, png,
+    plots_or_note, stage_names, stage_speedup_table, stage_table, validity,
 )
 
 STAGE_COLOURS = {"grouping": "#4c78a8", "tokenizer": "#72b7b2", "assignment": "#f58518", "positions": "#eeca3b",
@@ -289,6 +289,11 @@ def to_html(report: dict) -> str:
     parts += [f"<figure><h2>{html.escape(title)}</h2><img alt=\"{html.escape(title)}\" "
               f"src=\"data:image/png;base64,{data}\"><figcaption>{html.escape(caption)}</figcaption></figure>"
               for title, caption, data in figures]
+    staged = stage_table(report["operators"])
+    if staged:
+        parts.append("<h2>Time by stage (ONNX Runtime CPU)</h2>" + html_table(STAGE_HEADER, staged))
+        if report.get("stage_comparisons"):
+            parts.append(html_table(SPEEDUP_HEADER, stage_speedup_table(report["stage_comparisons"])))
     for row in report["operators"]:
         title = f"Where the time goes: {row['model']}, ONNX Runtime CPU, N={row['points']} B={row['batch']}"
         parts.append(f"<h2>{html.escape(title)}</h2>" + (html_table(

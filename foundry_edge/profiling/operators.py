@@ -1,20 +1,33 @@
 """Where the time goes: ONNX Runtime's own profiler (SessionOptions.enable_profiling), summed by
-operator type, so a missed target names its FPS loop, its attention MatMuls or its TopK."""
+operator type, so a missed target names its FPS loop, its attention MatMuls or its TopK, and by stage
+(host preprocessing, in-graph grouping, network), so a reader sees what grouping costs."""
 
 from __future__ import annotations
 
 import json
+import tempfile
+import time
 from collections import defaultdict
 from pathlib import Path
+from statistics import median
+
+FLOAT_TYPES = (1, 10, 11, 16)  # float, float16, double, bfloat16
+ROUNDS = 3  # each stage's block runs this often, alternating, so slow drift of the machine hits them all
+WARMUP_S = 0.2  # per stage: the first calls of a session are slower for a while, not only the first one
 
 
-def profile_operators(onnx_path: str, clouds, threads: int, runs: int = 10) -> list[dict]:
-    """(B, N, 3) clouds through `runs` timed runs of an ONNX model on the CPU provider ->
-    [{"op_type", "ms_per_run", "percent", "nodes"}], slowest first; the first (warm-up) run is dropped."""
+def profile_operators(onnx_path: str, clouds, threads: int, runs: int = 10) -> dict:
+    """(B, N, 3) raw clouds through an ONNX model on the CPU provider -> {"operators", "stages"}.
+
+    operators: [{"op_type", "ms_per_run", "percent", "nodes"}], slowest first, from ONNX Runtime's profiler
+    (the first, warm-up run dropped). stages: `stage_times`.
+    """
     from foundry_edge.runtimes.ort import make_session
 
+    from foundry_edge.data.preprocess import feed_for
+
     session = make_session(onnx_path, threads=threads, profiling=True)
-    feed = {session.get_inputs()[0].name: clouds}
+    feed = feed_for(clouds, _preprocessing(onnx_path))
     for _ in range(runs + 1):
         session.run(None, feed)
     trace = Path(session.end_profiling())
@@ -22,7 +35,118 @@ def profile_operators(onnx_path: str, clouds, threads: int, runs: int = 10) -> l
         events = json.loads(trace.read_text(encoding="utf-8"))
     finally:
         trace.unlink(missing_ok=True)
-    return summarize_trace(events, runs)
+    return {"operators": summarize_trace(events, runs), "stages": stage_times(onnx_path, clouds, threads, runs)}
+
+
+def stage_times(onnx_path: str, clouds, threads: int, runs: int = 10) -> dict:
+    """Median ms per call of each stage, each timed on its own: host preprocessing (the feed made from raw
+    clouds, host grouping where the model was exported so), the in-graph grouping and the network (the
+    graph cut in two at `grouping_nodes`, each half its own session), copies (none on the CPU provider),
+    and the whole call unsplit. `accounted` = stages / whole: the halves lose fusions across the cut and
+    pay a second session call, so a share far from 1 says the split is not what the whole does."""
+    import onnx
+
+    from foundry_edge.data.preprocess import feed_for
+    from foundry_edge.runtimes.ort import make_session
+
+    model, pre = onnx.load(str(onnx_path)), _preprocessing(onnx_path)
+    whole = make_session(onnx_path, threads=threads)
+    halves = _split(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        sessions = {}
+        for name, part in halves.items():
+            onnx.save(part, str(Path(tmp) / f"{name}.onnx"))
+            sessions[name] = make_session(Path(tmp) / f"{name}.onnx", threads=threads)
+    # Each stage in a block of its own calls: interleaved, one session's spinning threads would slow the next.
+    feeds = {"host_preprocessing": None}
+    cut = feed_for(clouds, pre)
+    for name, session in sessions.items():
+        feeds[name] = {i.name: cut[i.name] for i in session.get_inputs()}
+        cut = {**cut, **dict(zip((o.name for o in session.get_outputs()), session.run(None, feeds[name])))}
+    calls = {"end_to_end": lambda: whole.run(None, feed_for(clouds, pre)),
+             "host_preprocessing": lambda: feed_for(clouds, pre),
+             **{name: (lambda s=session, f=feeds[name]: s.run(None, f)) for name, session in sessions.items()}}
+    times: dict = defaultdict(list)
+    for name, call in [item for _ in range(ROUNDS) for item in calls.items()]:  # rounds: drift hits every stage
+        warm_until, warm_calls = time.perf_counter() + WARMUP_S, 0
+        while warm_calls < 3 or time.perf_counter() < warm_until:  # thread pools, arenas and clocks settle
+            call()
+            warm_calls += 1
+        for _ in range(runs):
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    ms = {name: median(values) * 1e3 for name, values in times.items()}
+    stages = {"host_preprocessing_ms": ms["host_preprocessing"], "grouping_ms": ms.get("grouping", 0.0),
+              "network_ms": ms["network"], "copies_ms": 0.0}
+    total = sum(stages.values())
+    return {**stages, "end_to_end_ms": ms["end_to_end"], "stages_sum_ms": total,
+            "accounted": total / ms["end_to_end"] if ms["end_to_end"] else None}
+
+
+def grouping_nodes(graph) -> set:
+    """Names of the nodes that group (normalisation, FPS, kNN, the gathers of neighbourhoods), found by
+    structure: the nodes that depend on no learned weight (a float initializer with more than one value) and
+    lead to or follow from a weight-free TopK (the kNN). Shape glue elsewhere and a TopK over learned logits
+    (the assignment margin) are the network's; a graph without a kNN (host grouping) has none."""
+    weights = {i.name for i in graph.initializer if i.data_type in FLOAT_TYPES and _size(i.dims) > 1}
+    weighted, free = set(weights), {}
+    for node in graph.node:  # ONNX lists nodes in topological order
+        if any(name in weighted for name in node.input if name):
+            weighted.update(node.output)
+        else:
+            free[node.name] = node
+    producer = {out: node for node in free.values() for out in node.output}
+    knn = [node for node in free.values() if node.op_type == "TopK"]
+    grouping, todo = set(), list(knn)
+    while todo:  # everything weight-free the kNN reads from
+        node = todo.pop()
+        if node.name not in grouping:
+            grouping.add(node.name)
+            todo += [producer[name] for name in node.input if name in producer]
+    made = {out for node in knn for out in node.output}
+    for node in free.values():  # and what follows from it without a weight (gathers, centring)
+        if node.name not in grouping and any(name in made for name in node.input):
+            grouping.add(node.name)
+            made.update(node.output)
+    return grouping
+
+
+def _split(model) -> dict:
+    """The model cut at its grouping: {"grouping": inputs -> the tensors the network reads from it,
+    "network": those tensors -> the outputs}; only {"network": model} where nothing groups in the graph."""
+    import onnx
+
+    graph = model.graph
+    grouping = grouping_nodes(graph)
+    made = {out for node in graph.node if node.name in grouping for out in node.output}
+    if not made:
+        return {"network": model}
+    inputs = [i.name for i in graph.input]
+    read = [name for node in graph.node if node.name not in grouping for name in node.input if name in made]
+    outputs = [o.name for o in graph.output]
+    boundary = list(dict.fromkeys(read + [o for o in outputs if o in made]))
+    extractor = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(model))
+    network_inputs = list(dict.fromkeys(read + [i for i in inputs if _read_by_network(graph, grouping, i)]))
+    return {"grouping": extractor.extract_model(inputs, boundary),
+            "network": extractor.extract_model(network_inputs, [o for o in outputs if o not in made])}
+
+
+def _read_by_network(graph, grouping: set, name: str) -> bool:
+    return any(name in node.input for node in graph.node if node.name not in grouping)
+
+
+def _preprocessing(onnx_path: str):
+    from foundry_edge.runtimes.model_info import read_model_info
+
+    return read_model_info(onnx_path).preprocessing
+
+
+def _size(dims) -> int:
+    size = 1
+    for dim in dims:
+        size *= dim
+    return size
 
 
 def summarize_trace(events: list[dict], runs: int) -> list[dict]:
@@ -34,9 +158,7 @@ def summarize_trace(events: list[dict], runs: int) -> list[dict]:
     seen: dict[str, int] = defaultdict(int)
     total_us: dict[str, float] = defaultdict(float)
     nodes: dict[str, set] = defaultdict(set)
-    for event in events:
-        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
-            continue
+    for event in _node_events(events):
         name, op_type = event["name"], event.get("args", {}).get("op_name", "?")
         seen[name] += 1
         if seen[name] == 1:  # the warm-up run
@@ -47,3 +169,7 @@ def summarize_trace(events: list[dict], runs: int) -> list[dict]:
     rows = [{"op_type": op, "ms_per_run": us / runs / 1e3, "percent": 100 * us / grand, "nodes": len(nodes[op])}
             for op, us in total_us.items()]
     return sorted(rows, key=lambda row: row["ms_per_run"], reverse=True)
+
+
+def _node_events(events: list[dict]):
+    return (e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"))

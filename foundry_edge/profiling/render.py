@@ -120,3 +120,27 @@ def plots_or_note(make_plots, report: dict, parts: list) -> list:
     except ImportError:
         parts.append("<p>Plots need matplotlib: pip install 'foundry-edge[report]'.</p>")
         return []
+
+
+# -- time by stage (ONNX Runtime CPU, --operators) -----------------------------------------------------------------
+STAGE_HEADER = ["model", "N", "B", "host prep ms", "grouping ms", "network ms", "copies ms", "stages ms",
+                "end-to-end ms", "accounted"]
+SPEEDUP_HEADER = ["student", "N", "B", "end-to-end speed-up", "without grouping (network only)", "grouping share"]
+
+
+def stage_table(operators: list[dict]) -> list[list]:
+    """One row per profiled model: what each stage takes per call, and the share of the whole call they explain."""
+    rows = []
+    for row in operators:
+        s = row.get("stages") if row.get("status") == "ok" else None
+        if s:
+            times = [number(s[key]) for key in ("host_preprocessing_ms", "grouping_ms", "network_ms", "copies_ms",
+                                                 "stages_sum_ms", "end_to_end_ms")]
+            rows.append([row["model"], row["points"], row["batch"], *times, number(s["accounted"], ".0%")])
+    return rows
+
+
+def stage_speedup_table(comparisons: list[dict]) -> list[list]:
+    return [[c["model"], c["points"], c["batch"], number(c["speedup"], ".2f") + "x",
+             number(c["network_speedup"], ".2f") + "x", number(c["student_grouping_share"], ".0%")]
+            for c in comparisons]

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from foundry_edge.profiling.render import (
-    accuracy_points, board_text, clocks_text, device_bytes, measured_telemetry, mib, number, stage_names, validity,
+    SPEEDUP_HEADER, STAGE_HEADER, accuracy_points, board_text, clocks_text, device_bytes, measured_telemetry, mib,
+    number, stage_names, stage_speedup_table, stage_table, validity,
 )
 
 SCHEMA = "foundry-edge/profile"
@@ -42,6 +43,8 @@ def build(config, facts: dict, peak: dict, models: dict, measurements: list[dict
         problem = info.get("error") or (info.get("export") or {}).get("warning")
         if problem:
             notes = notes + [f"{key[0]} at {key[1]} points: {problem}"]
+    if config.grouping == "auto":  # say what auto chose, and from what
+        notes = notes + [f"--grouping auto: {config.placement(points)[1]}" for points in config.points]
     # once per model, not per point count (e.g. FLOPs unknown: an export older than its `cost` section)
     notes = notes + list(dict.fromkeys(f"{label}: {info['warning']}" for (label, _), info in models.items()
                                        if info.get("warning")))
@@ -56,6 +59,7 @@ def build(config, facts: dict, peak: dict, models: dict, measurements: list[dict
         "measurements": measurements,
         "comparisons": comparisons(config, measurements, models),
         "operators": operators,
+        "stage_comparisons": stage_comparisons(config, operators),
         "notes": notes,
     }
 
@@ -70,7 +74,8 @@ def settings(config) -> dict:
             "teacher": config.teacher.spec if config.teacher else None,
             "students": [s.spec for s in config.students], "process": "one fresh process per measurement",
             "telemetry_interval_s": config.telemetry_interval_s, "telemetry_root": str(config.telemetry_root),
-            "stage_runs": config.stage_runs, "accuracy": dict(config.accuracy)}
+            "stage_runs": config.stage_runs, "accuracy": dict(config.accuracy), "grouping": config.grouping,
+            "placements": {str(p): config.placement(p)[0] for p in config.points}}
 
 
 def add_efficiency(row: dict, peak_gflops: float | None) -> None:
@@ -122,6 +127,26 @@ def comparisons(config, measurements: list[dict], models: dict) -> list[dict]:
             "device_memory_ratio": _ratio(device_bytes(m["memory"]), device_bytes(t["memory"])),
             "model_bytes_ratio": _ratio(m["memory"].get("model_bytes"), t["memory"].get("model_bytes")),
         })
+    return rows
+
+
+def stage_comparisons(config, operators: list[dict]) -> list[dict]:
+    """Student vs teacher from the stage profiles: the end-to-end speed-up, the network-only one (what grouping
+    hides), and the share of the student's call its grouping (host or in-graph) takes."""
+    if config.teacher is None:
+        return []
+    staged = {(r["model"], r["points"], r["batch"]): r["stages"] for r in operators
+              if r.get("status") == "ok" and r.get("stages")}
+    rows = []
+    for (label, points, batch), s in staged.items():
+        t = staged.get((config.teacher.label, points, batch))
+        if label == config.teacher.label or t is None:
+            continue
+        grouping = s["host_preprocessing_ms"] + s["grouping_ms"]
+        rows.append({"model": label, "points": points, "batch": batch,
+                     "speedup": _ratio(t["end_to_end_ms"], s["end_to_end_ms"]),
+                     "network_speedup": _ratio(t["network_ms"], s["network_ms"]),
+                     "student_grouping_share": grouping / s["stages_sum_ms"] if s["stages_sum_ms"] else None})
     return rows
 
 
@@ -184,6 +209,7 @@ def to_markdown(report: dict) -> str:
         lines += ["", "## Not measured", ""]
         lines += [f"- {r['model']} {r['runtime']} N={r['points']} B={r['batch']}: [{r['error_kind']}] {r['error']}"
                   for r in errors]
+    lines += ort_stages_markdown(report)
     lines += operators_markdown(report["operators"])
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
@@ -259,6 +285,28 @@ def operators_markdown(operators: list[dict], top: int = 8) -> list[str]:
         lines += [f"| {op['op_type']} | {op['ms_per_run']:.2f} | {op['percent']:.1f} | {op['nodes']} |"
                   for op in row["operators"][:top]]
     return (["", "## Where the time goes (by operator)"] + lines) if lines else []
+
+
+def ort_stages_markdown(report: dict) -> list[str]:
+    """Time by stage (each stage timed on its own; `accounted` = stages / the unsplit call) and the speed-up
+    with and without grouping."""
+    rows = stage_table(report["operators"])
+    if not rows:
+        return []
+    lines = ["", "## Time by stage (ONNX Runtime CPU)", "",
+             "Each stage timed on its own: the host's preprocessing, then the graph cut at its grouping (the nodes "
+             "that depend on no weight) into two sessions; `accounted` is their sum over the unsplit call.", "",
+             _md_row(STAGE_HEADER), _md_row(["---"] + ["---:"] * (len(STAGE_HEADER) - 1))]
+    lines += [_md_row(r) for r in rows]
+    speedups = stage_speedup_table(report.get("stage_comparisons", []))
+    if speedups:
+        lines += ["", _md_row(SPEEDUP_HEADER), _md_row(["---"] + ["---:"] * (len(SPEEDUP_HEADER) - 1))]
+        lines += [_md_row(r) for r in speedups]
+    return lines
+
+
+def _md_row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
 def write_reports(report: dict, out_dir: str | Path) -> dict[str, Path]:

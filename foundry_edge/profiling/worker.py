@@ -192,8 +192,7 @@ def run_operators(spec: dict) -> dict:
     from foundry_edge.profiling.operators import profile_operators
 
     clouds = make_clouds(spec["batch"], spec["points"], spec.get("seed", 0))
-    return {"operators": profile_operators(spec["model"]["path"], clouds, spec["threads"],
-                                           spec["iterations"])}
+    return profile_operators(spec["model"]["path"], clouds, spec["threads"], spec["iterations"])
 
 
 def run_export(spec: dict) -> dict:
@@ -202,7 +201,7 @@ def run_export(spec: dict) -> dict:
 
     model = spec["model"]
     return export_to_cache(model["spec"], model.get("overrides") or {}, spec["points"], model["path"],
-                           spec.get("max_batch", 8), model.get("seed", PRESET_SEED))
+                           spec.get("max_batch", 8), model.get("seed", PRESET_SEED), spec.get("grouping", "graph"))
 
 
 KINDS = {"latency": run_latency, "matmul-peak": run_matmul_peak, "operators": run_operators, "export": run_export}

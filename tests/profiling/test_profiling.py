@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_overrides
+from tests.conftest import export_tiny_edge, tiny_overrides
 from foundry_edge.cli import main
 from foundry_edge.errors import FoundryError
 from foundry_edge.profiling import (
     SCHEMA, SCHEMA_VERSION, ProfileConfig, Subject, run_profile, to_markdown, write_reports,
 )
-from foundry_edge.profiling.operators import profile_operators
+from foundry_edge.profiling.operators import grouping_nodes, profile_operators, stage_times
 from foundry_edge.profiling.runner import run_worker
 from foundry_edge.profiling.subjects import describe
 from foundry_edge.profiling.timing import summarize, time_calls
@@ -146,10 +146,79 @@ def test_point_count_a_fixed_onnx_does_not_admit_is_refused(tmp_path):
 def test_operator_profile_sums_time_by_op_type(tmp_path):
     path = tiny_onnx(tmp_path / "dynamic.onnx", "num_points")
     clouds = np.random.default_rng(0).normal(size=(2, 300, 3)).astype(np.float32)
-    ops = profile_operators(path, clouds, threads=1, runs=3)
+    ops = profile_operators(path, clouds, threads=1, runs=3)["operators"]
     assert {op["op_type"] for op in ops} == {"MatMul", "Relu"}
     assert sum(op["percent"] for op in ops) == pytest.approx(100.0)
     assert all(op["nodes"] == 1 and op["ms_per_run"] >= 0 for op in ops)
+
+
+@pytest.fixture(scope="module")
+def staged_exports(tmp_path_factory):
+    """A tiny edge student exported with graph and with host grouping."""
+    return {placement: export_tiny_edge(tmp_path_factory.mktemp(placement), grouping=placement)
+            for placement in ("graph", "host")}
+
+
+def test_the_grouping_cut_holds_fps_and_knn_and_its_halves_give_the_whole_models_outputs(staged_exports, tmp_path):
+    import onnx
+
+    from foundry_edge.data.loader import CloudLoader
+    from foundry_edge.data.preprocess import feed_for
+    from foundry_edge.profiling.operators import _preprocessing, _split
+    from foundry_edge.runtimes.ort import make_session
+
+    path = staged_exports["graph"]
+    model = onnx.load(path)
+    graph, grouping = model.graph, grouping_nodes(model.graph)
+    weights = {i.name for i in graph.initializer if len(i.dims) >= 2}
+    assert any(n.op_type == "TopK" for n in graph.node if n.name in grouping)  # kNN
+    assert any(n.op_type == "ArgMax" for n in graph.node if n.name in grouping)  # FPS
+    assert any(n.op_type == "TopK" for n in graph.node if n.name not in grouping)  # the assignment margin's
+    assert not [n.name for n in graph.node if n.name in grouping and set(n.input) & weights]
+    feed = feed_for(CloudLoader(["example"], 300, 2)().points, _preprocessing(path))
+    whole = dict(zip([o.name for o in graph.output], make_session(path).run(None, feed)))
+    cut = dict(feed)
+    for name, part in _split(model).items():
+        onnx.save(part, str(tmp_path / f"{name}.onnx"))
+        session = make_session(tmp_path / f"{name}.onnx")
+        got = session.run(None, {i.name: cut[i.name] for i in session.get_inputs()})
+        cut.update(zip((o.name for o in session.get_outputs()), got))
+    for name, expected in whole.items():
+        np.testing.assert_allclose(cut[name], expected, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_stage_times_add_up_to_the_end_to_end_time_within_10_percent(staged_exports):
+    """Each stage is timed on its own (the halves of the cut graph in their own sessions): their sum is the
+    unsplit call's time within 10 %. Timing is noisy on a shared CPU, so the best of three tries counts;
+    a split that missed work (or timed it twice) would miss in all three."""
+    from foundry_edge.data.loader import CloudLoader
+
+    clouds = CloudLoader(["example"], 1024, 2)().points
+    tries = [stage_times(staged_exports["graph"], clouds, threads=1, runs=15) for _ in range(3)]
+    assert all(s["grouping_ms"] > 0 and s["network_ms"] > 0 and s["host_preprocessing_ms"] > 0 for s in tries)
+    assert min(abs(s["accounted"] - 1) for s in tries) <= 0.10, [round(s["accounted"], 3) for s in tries]
+    host = stage_times(staged_exports["host"], clouds, threads=1, runs=5)
+    assert host["grouping_ms"] == 0.0 and host["host_preprocessing_ms"] > 0  # the host groups; the graph does not
+
+
+def test_stage_comparison_gives_the_speedup_with_and_without_grouping():
+    from types import SimpleNamespace
+
+    from foundry_edge.profiling.report import ort_stages_markdown, stage_comparisons
+
+    def row(model, host, grouping, network, total):
+        return {"model": model, "points": 1024, "batch": 1, "status": "ok",
+                "stages": {"host_preprocessing_ms": host, "grouping_ms": grouping, "network_ms": network,
+                           "copies_ms": 0.0, "stages_sum_ms": host + grouping + network, "end_to_end_ms": total,
+                           "accounted": (host + grouping + network) / total}}
+
+    operators = [row("teacher", 0.5, 2.0, 18.0, 20.0), row("edge16", 0.5, 2.0, 1.5, 4.0)]
+    config = SimpleNamespace(teacher=SimpleNamespace(label="teacher"))
+    [c] = stage_comparisons(config, operators)
+    assert c["model"] == "edge16" and c["speedup"] == pytest.approx(5.0) and c["network_speedup"] == pytest.approx(12.0)
+    assert c["student_grouping_share"] == pytest.approx(2.5 / 4.0)
+    text = "\n".join(ort_stages_markdown({"operators": operators, "stage_comparisons": [c]}))
+    assert "| edge16 | 1024 | 1 | 5.00x | 12.00x | 62% |" in text and "| teacher | 1024 | 1 | 0.50 | 2.00 | 18.00" in text
 
 
 def test_missing_runtime_bad_model_bad_points_and_other_inputs_are_recorded(tmp_path):
