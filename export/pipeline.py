@@ -21,7 +21,8 @@ from typing import Any, Callable, Optional
 from foundry_edge.errors import FoundryError, require
 from foundry_edge.contracts.manifest import manifest_path
 from foundry_edge.export.manifest import build_manifest, write_manifest
-from foundry_edge.contracts.preprocessing import PLACEMENTS
+from foundry_edge.contracts.artifacts import RUNTIMES
+from foundry_edge.data.grouping.placement import PLACEMENTS_OR_AUTO, choose_placement
 from foundry_edge.contracts.tensors import available_outputs
 from foundry_edge.export.onnx_config import PointModelOnnxConfig
 from foundry_edge.export.targets import DEFAULT_TARGET, get_target, opset_problem
@@ -52,7 +53,8 @@ class ExportOptions:
     max_batch: int = 8  # TensorRT profile max
     max_points: Optional[int] = None  # TensorRT profile max; default 4 x num_points
     outputs: Optional[tuple] = None  # default: every output the model has
-    grouping: str = "graph"  # "graph": FPS/kNN in the graph; "host": foundry_edge.data.preprocess does it
+    grouping: str = "graph"  # "graph": FPS/kNN in the graph; "host": foundry_edge.data.preprocess; "auto": measured
+    grouping_for: Optional[str] = None  # with grouping "auto": the runtime to choose for (default trt, the target's)
     simplify: bool = True
     check: bool = True  # ONNX Runtime vs PyTorch parity (structural checks always run)
     trt_check: str = "auto"
@@ -68,7 +70,7 @@ class ExportOptions:
         if problems:
             raise FoundryError("; ".join(problems))
         dynamic_batch = (not self.static) if self.dynamic_batch is None else self.dynamic_batch
-        dynamic_points = (not self.static and self.grouping == "graph") if self.dynamic_points is None \
+        dynamic_points = (not self.static and self.grouping != "host") if self.dynamic_points is None \
             else self.dynamic_points
         if dynamic_batch and self.batch < 2:
             raise FoundryError(f"a dynamic batch is traced at batch >= 2 (a batch of 1 can export a static batch), "
@@ -79,7 +81,11 @@ class ExportOptions:
 def _option_conflicts(o: ExportOptions) -> list:
     """(is it wrong, what to say) for every combination that cannot work."""
     return [
-        (o.grouping not in PLACEMENTS, f"grouping {o.grouping!r}: expected one of {PLACEMENTS}"),
+        (o.grouping not in PLACEMENTS_OR_AUTO, f"grouping {o.grouping!r}: expected one of {PLACEMENTS_OR_AUTO}"),
+        (o.grouping_for is not None and o.grouping != "auto",
+         "--grouping-for tells --grouping auto which runtime to choose for: drop it or pass --grouping auto"),
+        (o.grouping_for is not None and o.grouping_for not in RUNTIMES,
+         f"--grouping-for {o.grouping_for!r}: expected one of {', '.join(RUNTIMES)}"),
         (o.trt_check not in TRT_CHECK_MODES, f"trt check {o.trt_check!r}: expected one of {TRT_CHECK_MODES}"),
         (o.static and o.dynamic_batch is True, "--static contradicts --dynamic-batch: drop one of them"),
         (o.static and o.dynamic_points is True, "--static contradicts --dynamic-points: drop one of them"),
@@ -155,6 +161,8 @@ def export_model(options: ExportOptions, log: Callable[[str], None] = _quiet) ->
         roles.append(("teacher", options.teacher, options.teacher_overrides))
     loaded = [(role, *_load(spec, overrides, options, log)) for role, spec, overrides in roles]
     _check_roles(loaded)
+    if options.grouping == "auto":
+        options = _auto_placement(options, options.num_points or loaded[0][1].config.num_points, log)
     configs = [onnx_config_for(model.config, options if role == "model" else _for_teacher(options, model.config))
                for role, model, _ in loaded]
     for (role, model, _), config in zip(loaded, configs):
@@ -179,6 +187,14 @@ def export_model(options: ExportOptions, log: Callable[[str], None] = _quiet) ->
         failures = [f for a in result.artifacts for f in a.failures()]
         raise ExportCheckError(f"export checks failed: {'; '.join(failures)}; {where}", result)
     return result
+
+
+def _auto_placement(options: ExportOptions, points: int, log: Callable[[str], None]) -> ExportOptions:
+    """--grouping auto -> graph or host, the measured faster for the runtime at the traced point count, said."""
+    chosen, why = choose_placement(options.grouping_for or "trt", points)
+    log(f"--grouping auto: {why}")
+    # host grouping feeds fixed G x K groups: no point axis to keep dynamic
+    return dataclasses.replace(options, grouping=chosen, dynamic_points=options.dynamic_points and chosen == "graph")
 
 
 def check_memory(model_config, config: PointModelOnnxConfig, role: str) -> None:

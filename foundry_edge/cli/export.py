@@ -41,8 +41,9 @@ def export(
     max_points: Optional[int] = typer.Option(None, "--max-points", help="TensorRT profile max points (default 4 x points)."),
     outputs: Optional[str] = typer.Option(None, "--outputs", help="Comma-separated outputs, e.g. tokens,assignment,logits "
                                           "(default: all the model has; with --teacher, the teacher exports those it has)."),
-    grouping: str = typer.Option("graph", "--grouping", help="graph: FPS/kNN in the graph; host: foundry_edge.data.preprocess "
-                                 "groups before the engine."),
+    grouping: str = opt.GROUPING,
+    grouping_for: Optional[str] = typer.Option(None, "--grouping-for", help="With --grouping auto: the runtime the "
+                                               "export is for (default trt, which the export targets)."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Simplify with onnxsim (else onnxslim)."),
     check: bool = typer.Option(True, "--check/--no-check", help="ONNX Runtime vs PyTorch at two shapes."),
     trt_check: str = typer.Option("auto", "--trt-check", help="TensorRT parser check: auto|on|off."),
@@ -64,7 +65,7 @@ def export(
         static=static, dynamic_batch=dynamic_batch, dynamic_points=dynamic_points, max_batch=max_batch,
         max_points=max_points,
         outputs=tuple(o.strip() for o in outputs.split(",") if o.strip()) if outputs is not None else None,
-        grouping=grouping, simplify=simplify, check=check, trt_check=trt_check, keep_failed=keep_failed, seed=seed)
+        grouping=grouping, grouping_for=grouping_for, simplify=simplify, check=check, trt_check=trt_check, keep_failed=keep_failed, seed=seed)
     try:
         result = export_model(options, log=console.print)
     except ExportCheckError as exc:

@@ -76,6 +76,9 @@ def samples(default: Optional[int]):
 # -- runtime ----------------------------------------------------------------------------------------------------
 
 RUNTIME = typer.Option(None, "--runtime", help="torch, ort-cpu, ort-cuda, ort-trt or trt (default: by file type).")
+GROUPING = typer.Option("graph", "--grouping", help="Where FPS + kNN run: graph (inside the exported model), host "
+                        "(numpy before it), or auto (the faster of the two as measured for the runtime and point count "
+                        "in benchmarks/grouping_placement.py; it says what it chose).")
 THREADS = typer.Option(None, "--threads", help="CPU threads for torch and ONNX Runtime (default: usable cores).")
 NO_SIDECAR_CHECK = typer.Option(False, "--no-sidecar-check", help="TensorRT plans: load without checking the plan "
                                 "against its sidecar (SHA-256, TensorRT version, GPU); only for a plan you know fits.")

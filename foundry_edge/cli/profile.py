@@ -65,7 +65,9 @@ def profile(
     threads: Optional[int] = opt.THREADS,
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds before one measurement is stopped and recorded as timed out."),
     memory_limit: Optional[str] = typer.Option(None, "--memory-limit", help="Address-space limit per measurement (RLIMIT_AS), e.g. 8G."),
-    operators: bool = typer.Option(False, "--operators", help="Add ONNX Runtime's time by operator type (ort-cpu)."),
+    grouping: str = opt.GROUPING,
+    operators: bool = typer.Option(False, "--operators", help="Add ONNX Runtime's time by operator type and by stage (host preprocessing, grouping, network; ort-cpu), "
+                                "and the speed-up with and without grouping."),
     telemetry_ms: float = typer.Option(50.0, "--telemetry-ms", help="Sample power, clocks and thermals every MS during each measurement (0: off)."),
     accuracy: List[str] = typer.Option([], "--accuracy", help="MODEL=PERCENT for the accuracy-vs-latency plot (repeatable)."),
     out: Path = opt.out_dir(Path("profile"), "report.json/.md/.html and the export cache"),
@@ -92,7 +94,7 @@ def profile(
         batches=_ints(batches, "--batches"), warmup_s=warmup, iterations=iterations, duration_s=duration,
         **({"threads": threads} if threads is not None else {}), timeout_s=timeout,
         memory_limit_bytes=_bytes(memory_limit), out_dir=out, operators=operators,
-        telemetry_interval_s=telemetry_ms / 1e3, accuracy=_accuracy(accuracy), sidecar_check=not no_sidecar_check)
+        telemetry_interval_s=telemetry_ms / 1e3, accuracy=_accuracy(accuracy), sidecar_check=not no_sidecar_check, grouping=grouping)
     _check_memory(config)
     if no_sidecar_check and not any(s.format == "plan" for s in config.subjects):
         raise FoundryError("--no-sidecar-check applies to TensorRT plans, and no subject is a .plan: drop it")

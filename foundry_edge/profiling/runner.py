@@ -24,6 +24,7 @@ from typing import Callable
 
 from foundry_edge.contracts.artifacts import RUNTIMES
 from foundry_edge.errors import FoundryError, MissingDependencyError
+from foundry_edge.data.grouping.placement import PLACEMENTS_OR_AUTO, choose_placement
 from foundry_edge.profiling.subjects import Subject, artifact_for, describe
 
 WORKER = "foundry_edge.profiling.worker"
@@ -60,6 +61,7 @@ class ProfileConfig:
     telemetry_root: Path = Path("/")  # where sysfs is read (tests point it at a recorded tree)
     stage_runs: int = 5  # extra torch runs with timers at stage boundaries (0: none)
     accuracy: dict = field(default_factory=dict)  # {model label: accuracy %}, for the accuracy-vs-latency plot
+    grouping: str = "graph"  # where presets/checkpoints group once exported: graph, host, or auto (measured best)
 
     def __post_init__(self):
         if self.iterations is not None and self.duration_s is not None:
@@ -72,6 +74,8 @@ class ProfileConfig:
         for name, values in (("points", self.points), ("batch", self.batches)):
             if not values or min(values) < 1:
                 raise FoundryError(f"--{name} needs positive integers, got {values}")
+        if self.grouping not in PLACEMENTS_OR_AUTO:
+            raise FoundryError(f"--grouping must be one of {', '.join(PLACEMENTS_OR_AUTO)}, got {self.grouping!r}")
         if not self.students and self.teacher is None:
             raise FoundryError("nothing to profile: give --student and/or --teacher")
         if (self.iterations is not None and self.iterations < 1 or self.threads < 1 or self.timeout_s <= 0
@@ -90,6 +94,14 @@ class ProfileConfig:
     @property
     def subjects(self) -> list[Subject]:
         return ([self.teacher] if self.teacher else []) + list(self.students)
+
+    def placement(self, points: int) -> tuple[str, str | None]:
+        """(graph|host, why) for exports at `points`: --grouping as given, or with auto the measured best for the
+        first ONNX/TensorRT runtime profiled (torch groups inside the model whatever the export does)."""
+        if self.grouping != "auto":
+            return self.grouping, None
+        runtime = next((r for r in self.runtimes if r != "torch"), "ort-cpu")
+        return choose_placement(runtime, points)
 
 
 def runtime_problem(runtime: str) -> str | None:
@@ -280,7 +292,8 @@ def measure_one(config: ProfileConfig, models: dict, subject: Subject, runtime: 
 def prepared_file(config: ProfileConfig, info: dict, subject: Subject, runtime: str, points: int) -> str | None:
     """The file the runtime opens, exporting a preset/checkpoint once per point count (in a worker, into
     out_dir/cache); the export's outcome is kept in info["export"], so a failure is reported, not retried."""
-    path = artifact_for(subject, runtime, points, config.out_dir / "cache")
+    placement = config.placement(points)[0]
+    path = artifact_for(subject, runtime, points, config.out_dir / "cache", placement)
     if path is None or subject.format != "torch":
         return path
     if "export" not in info and Path(path).is_file():
@@ -288,7 +301,7 @@ def prepared_file(config: ProfileConfig, info: dict, subject: Subject, runtime: 
     if "export" not in info:
         spec = {"kind": "export", "model": {"spec": subject.spec, "overrides": subject.overrides, "path": path,
                                             "seed": subject.seed},
-                "points": points, "max_batch": max(config.batches), "threads": config.threads}
+                "points": points, "max_batch": max(config.batches), "threads": config.threads, "grouping": placement}
         result = run_worker(spec, config.timeout_s, config.threads)
         info["export"] = ({"path": result["path"], "warning": result["warning"]} if result["status"] == "ok"
                           else {"error": f"export failed: {result['error']}"})

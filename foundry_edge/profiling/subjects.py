@@ -152,9 +152,10 @@ def cache_key(subject: Subject, points: int) -> str:
     return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', subject.label)}-n{points}-{digest}"
 
 
-def artifact_for(subject: Subject, runtime: str, points: int, cache_dir: Path) -> str | None:
+def artifact_for(subject: Subject, runtime: str, points: int, cache_dir: Path, placement: str = "graph") -> str | None:
     """The file `runtime` opens for a subject: None where the worker builds the model itself (torch),
-    the given file, or where the ONNX export at `points` goes in `cache_dir` (see export_to_cache)."""
+    the given file, or where the ONNX export at `points` (grouping at `placement`) goes in `cache_dir`
+    (see export_to_cache)."""
     if runtime == "torch":
         if subject.format != "torch":
             raise FoundryError(f"the torch runtime runs presets and checkpoints, not the {subject.format} file "
@@ -164,11 +165,12 @@ def artifact_for(subject: Subject, runtime: str, points: int, cache_dir: Path) -
         raise FoundryError(f"{subject.spec} is a TensorRT plan; it runs with --runtime trt only")
     if subject.format != "torch":
         return subject.spec
-    return str(cache_dir / cache_key(subject, points) / "model.onnx")
+    folder = cache_key(subject, points) + ("-host" if placement == "host" else "")
+    return str(cache_dir / folder / "model.onnx")
 
 
 def export_to_cache(spec: str, overrides: dict, points: int, target: str, max_batch: int,
-                    seed: int = PRESET_SEED) -> dict:
+                    seed: int = PRESET_SEED, grouping: str = "graph") -> dict:
     """Export the model at `points` (groups scaled) into `target`'s folder with the export API ->
     {"path", "warning"}. Parity against PyTorch is `foundry-edge export`'s job and is skipped here (at 16384
     points it costs minutes per model); an export whose structural checks fail is kept as *.failed.onnx
@@ -177,7 +179,7 @@ def export_to_cache(spec: str, overrides: dict, points: int, target: str, max_ba
 
     options = ExportOptions(model=build_model(spec, points, overrides, seed), output_dir=Path(target).parent,
                             num_points=points, max_batch=max(max_batch, 2), check=False, trt_check="off",
-                            keep_failed=True)
+                            keep_failed=True, grouping=grouping)
     try:
         return {"path": str(export_model(options).onnx_path), "warning": None}
     except ExportCheckError as exc:
