@@ -5,6 +5,7 @@ operator type, so a missed target names its FPS loop, its attention MatMuls or i
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from collections import defaultdict
@@ -93,7 +94,7 @@ def grouping_nodes(graph) -> set:
     structure: the nodes that depend on no learned weight (a float initializer with more than one value) and
     lead to or follow from a weight-free TopK (the kNN). Shape glue elsewhere and a TopK over learned logits
     (the assignment margin) are the network's; a graph without a kNN (host grouping) has none."""
-    weights = {i.name for i in graph.initializer if i.data_type in FLOAT_TYPES and _size(i.dims) > 1}
+    weights = {i.name for i in graph.initializer if i.data_type in FLOAT_TYPES and math.prod(i.dims) > 1}
     weighted, free = set(weights), {}
     for node in graph.node:  # ONNX lists nodes in topological order
         if any(name in weighted for name in node.input if name):
@@ -145,12 +146,6 @@ def _preprocessing(onnx_path: str):
 
     return read_model_info(onnx_path).preprocessing
 
-
-def _size(dims) -> int:
-    size = 1
-    for dim in dims:
-        size *= dim
-    return size
 
 
 def summarize_trace(events: list[dict], runs: int) -> list[dict]:
