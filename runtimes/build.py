@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 from foundry_edge.contracts.artifacts import PRECISIONS
 from foundry_edge.contracts.manifest import manifest_path
-from foundry_edge.contracts.onnx_graph import onnx_precision, read_onnx
+from foundry_edge.contracts.onnx_graph import grouping_nodes, onnx_precision, read_onnx
 from foundry_edge.contracts.sidecar import sidecar_path, write_sidecar
 from foundry_edge.contracts.trtexec import shape_flags
 from foundry_edge.errors import FoundryError
@@ -370,7 +370,8 @@ def sidecar_data(trt, onnx_path, parse_path, plan_path, info, shapes, config, st
     return {
         "plan": {"file": plan_path.name, "sha256": sha256_file(plan_path), "bytes": plan_path.stat().st_size},
         "onnx": {"file": onnx_path.name, "sha256": sha256_file(onnx_path), "precision": info.precision,
-                 "built_from": parse_path.name, "built_from_sha256": sha256_file(parse_path)},
+                 "built_from": parse_path.name, "built_from_sha256": sha256_file(parse_path),
+                 "node_stages": node_stages(parse_path)},
         "precision": config.precision,
         "strongly_typed": strongly,
         "profiles": [{name: {"min": list(t[0]), "opt": list(t[1]), "max": list(t[2])} for name, t in shapes.items()}],
@@ -380,6 +381,15 @@ def sidecar_data(trt, onnx_path, parse_path, plan_path, info, shapes, config, st
         "device": this_device(trt),
         "model": info.to_dict(),
     }
+
+
+def node_stages(onnx_path) -> dict:
+    """{"grouping": [...], "network": [...]} ONNX node names of the parsed file: TensorRT names its layers after
+    them (fused ones join them), so `profile` can split the engine's per-layer times by stage on a device
+    without the ONNX (runtimes/trt_layers.py)."""
+    graph = read_onnx(onnx_path).graph
+    grouping = grouping_nodes(graph)
+    return {"grouping": sorted(grouping), "network": sorted(n.name for n in graph.node if n.name not in grouping)}
 
 
 def this_device(trt) -> dict:

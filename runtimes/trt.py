@@ -8,6 +8,7 @@ needed and are reused. With `cuda_graph=True` the enqueue is captured once per i
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -94,6 +95,47 @@ class TrtRuntime(Runtime):
         return [spec(n) for n in input_names], [spec(n) for n in output_names]
 
     def infer_impl(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        results = self._copy_in(feed)
+        self._enqueue(tuple(feed[s.name].shape for s in self.inputs))
+        self._copy_out(results)
+        self.cuda.synchronize()
+        return results
+
+    def stage_times(self, points: np.ndarray, runs: int) -> Dict[str, float]:
+        """Median ms per call by stage over `runs` extra calls, for `profile`: host preprocessing, copies in,
+        the engine's layers by stage (TensorRT's per-layer profiler; the ONNX node names the build recorded in
+        the sidecar say which layers group: runtimes/trt_layers.py), copies out. The stream is synchronized
+        at each boundary and the profiler serializes layers, so these calls run slower than the timed ones:
+        read the split, not the sum. Call it last: the profiler stays attached to the context."""
+        from statistics import median
+
+        from foundry_edge.runtimes.trt_layers import stage_totals
+
+        node_stages = (self.sidecar or {}).get("onnx", {}).get("node_stages") or {}
+        profiler = trt_compat.layer_profiler(self.trt)
+        self.context.profiler = profiler
+        per_run = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            feed = self.feed_from_points(points)
+            prepared = time.perf_counter()
+            results = self._copy_in(feed)
+            self.cuda.synchronize()
+            copied_in = time.perf_counter()
+            profiler.ms.clear()
+            self._check(self.context.execute_async_v3(self.cuda.stream_handle))  # no CUDA graph: it hides layers
+            self.cuda.synchronize()
+            ran = time.perf_counter()
+            self._copy_out(results)
+            self.cuda.synchronize()
+            done = time.perf_counter()
+            per_run.append({"host_preprocessing": (prepared - start) * 1e3, "copies_in": (copied_in - prepared) * 1e3,
+                            **stage_totals(profiler.ms, node_stages), "copies_out": (done - ran) * 1e3,
+                            "engine_wall": (ran - copied_in) * 1e3})
+        return {name: median(run[name] for run in per_run) for name in per_run[0]} if per_run else {}
+
+    def _copy_in(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Set the input shapes, copy the inputs to the device (async) -> empty host arrays for the outputs."""
         for spec in self.inputs:
             array = np.ascontiguousarray(feed[spec.name])
             if not self.context.set_input_shape(spec.name, array.shape):
@@ -105,11 +147,11 @@ class TrtRuntime(Runtime):
             shape = tuple(self.context.get_tensor_shape(spec.name))
             results[spec.name] = np.empty(shape, dtype=spec.dtype)
             self._bind(spec.name, results[spec.name].nbytes)
-        self._enqueue(tuple(feed[s.name].shape for s in self.inputs))
+        return results
+
+    def _copy_out(self, results: Dict[str, np.ndarray]) -> None:
         for name, array in results.items():
             self.cuda.dtoh(array, self._buffers[name][0])
-        self.cuda.synchronize()
-        return results
 
     def _bind(self, name: str, nbytes: int) -> int:
         """The device pointer for `name`, reallocated when it must grow, bound to the context."""

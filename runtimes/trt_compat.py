@@ -179,6 +179,23 @@ def keep_layers_fp32(trt, network, config, onnx_names: Iterable[str]) -> List[st
     return pinned
 
 
+def layer_profiler(trt):
+    """An IProfiler summing each layer's ms (`.ms[layer_name]`) over the calls it sees. The same API in
+    TensorRT 8.5 to 11: the context calls report_layer_time once per layer per execute_v2/enqueueV3, after
+    the work completes; layers keep their network names unless the engine was built with profiling
+    verbosity NONE (then they are decimal indices and nothing is attributed)."""
+
+    class LayerTimes(trt.IProfiler):
+        def __init__(self):
+            trt.IProfiler.__init__(self)
+            self.ms: dict = {}
+
+        def report_layer_time(self, layer_name, ms):
+            self.ms[layer_name] = self.ms.get(layer_name, 0.0) + ms
+
+    return LayerTimes()
+
+
 def engine_device_memory(engine) -> Optional[int]:
     for attr in ("device_memory_size_v2", "device_memory_size"):
         if hasattr(engine, attr):

@@ -1,4 +1,4 @@
-"""What an ONNX file says about itself: its input and output specs and its precision.
+"""What an ONNX file says about itself: its input and output specs, its precision, which nodes group.
 
 Format-only reading (onnx, no runtime): the manifest check compares a manifest with these, and a model
 without a manifest is described by them.
@@ -6,10 +6,13 @@ without a manifest is described by them.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from foundry_edge.contracts.tensors import TensorSpec
 from foundry_edge.errors import FoundryError
+
+FLOAT_TYPES = (1, 10, 11, 16)  # float, float16, double, bfloat16
 
 
 def read_onnx(path: str | Path):
@@ -60,3 +63,31 @@ def onnx_precision(graph) -> str:
     if any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer):
         return "fp16"
     return "fp32"
+
+
+def grouping_nodes(graph) -> set:
+    """Names of the nodes that group (normalisation, FPS, kNN, the gathers of neighbourhoods), found by
+    structure: the nodes that depend on no learned weight (a float initializer with more than one value) and
+    lead to or follow from a weight-free TopK (the kNN). Shape glue elsewhere and a TopK over learned logits
+    (the assignment margin) are the network's; a graph without a kNN (host grouping) has none."""
+    weights = {i.name for i in graph.initializer if i.data_type in FLOAT_TYPES and math.prod(i.dims) > 1}
+    weighted, free = set(weights), {}
+    for node in graph.node:  # ONNX lists nodes in topological order
+        if any(name in weighted for name in node.input if name):
+            weighted.update(node.output)
+        else:
+            free[node.name] = node
+    producer = {out: node for node in free.values() for out in node.output}
+    knn = [node for node in free.values() if node.op_type == "TopK"]
+    grouping, todo = set(), list(knn)
+    while todo:  # everything weight-free the kNN reads from
+        node = todo.pop()
+        if node.name not in grouping:
+            grouping.add(node.name)
+            todo += [producer[name] for name in node.input if name in producer]
+    made = {out for node in knn for out in node.output}
+    for node in free.values():  # and what follows from it without a weight (gathers, centring)
+        if node.name not in grouping and any(name in made for name in node.input):
+            grouping.add(node.name)
+            made.update(node.output)
+    return grouping

@@ -121,7 +121,7 @@ def stage_plot(rows: list[dict]):
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.6))
     labels = [f"{_name(r)} N={r['points']} B={r['batch']}" for r in rows]
     left = [0.0] * len(rows)
-    for stage in names + ["total"]:
+    for stage in [name for name in names if name != "engine_wall"] + ["total"]:  # wall time spans the layers
         widths = [(r["stages_ms"] or {}).get(stage, 0.0) if r.get("stages_ms") else
                   (r["latency_ms"]["median"] if stage == "total" else 0.0) for r in rows]
         if any(widths):
@@ -198,8 +198,9 @@ def plots(report: dict) -> list[tuple[str, str, str]]:
     if report["comparisons"]:
         out.append(("Speed-up", "Bars from zero; a FLOPs ratio above the speed-up is time the FLOPs do not explain "
                                 "(memory traffic, grouping, framework overhead).", speedup_plot(report["comparisons"])))
-    out.append(("Time by stage", "Stage timings come from extra torch runs with timers at stage boundaries; other "
-                                 "runtimes show their total.", stage_plot(rows)))
+    out.append(("Time by stage", "Stage timings come from extra runs: torch with timers at stage boundaries, "
+                                 "TensorRT with its per-layer profiler and synchronized copies; other runtimes show "
+                                 "their total.", stage_plot(rows)))
     energy = [r for r in measured_telemetry(report) if r["telemetry"]["energy_mj_per_cloud"] is not None]
     if energy:
         out.append(("Energy", "Energy over the steady window divided by the clouds processed.", energy_plot(energy)))

@@ -5,14 +5,14 @@ operator type, so a missed target names its FPS loop, its attention MatMuls or i
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 from statistics import median
 
-FLOAT_TYPES = (1, 10, 11, 16)  # float, float16, double, bfloat16
+from foundry_edge.contracts.onnx_graph import grouping_nodes
+
 ROUNDS = 3  # each stage's block runs this often, alternating, so slow drift of the machine hits them all
 WARMUP_S = 0.2  # per stage: the first calls of a session are slower for a while, not only the first one
 
@@ -87,34 +87,6 @@ def stage_times(onnx_path: str, clouds, threads: int, runs: int = 10) -> dict:
     return {**stages, "end_to_end_ms": ms["end_to_end"], "stages_sum_ms": total,
             "accounted": total / ms["end_to_end"] if ms["end_to_end"] else None,
             "accounted_best": sum(v for k, v in best.items() if k != "end_to_end") / best["end_to_end"]}
-
-
-def grouping_nodes(graph) -> set:
-    """Names of the nodes that group (normalisation, FPS, kNN, the gathers of neighbourhoods), found by
-    structure: the nodes that depend on no learned weight (a float initializer with more than one value) and
-    lead to or follow from a weight-free TopK (the kNN). Shape glue elsewhere and a TopK over learned logits
-    (the assignment margin) are the network's; a graph without a kNN (host grouping) has none."""
-    weights = {i.name for i in graph.initializer if i.data_type in FLOAT_TYPES and math.prod(i.dims) > 1}
-    weighted, free = set(weights), {}
-    for node in graph.node:  # ONNX lists nodes in topological order
-        if any(name in weighted for name in node.input if name):
-            weighted.update(node.output)
-        else:
-            free[node.name] = node
-    producer = {out: node for node in free.values() for out in node.output}
-    knn = [node for node in free.values() if node.op_type == "TopK"]
-    grouping, todo = set(), list(knn)
-    while todo:  # everything weight-free the kNN reads from
-        node = todo.pop()
-        if node.name not in grouping:
-            grouping.add(node.name)
-            todo += [producer[name] for name in node.input if name in producer]
-    made = {out for node in knn for out in node.output}
-    for node in free.values():  # and what follows from it without a weight (gathers, centring)
-        if node.name not in grouping and any(name in made for name in node.input):
-            grouping.add(node.name)
-            made.update(node.output)
-    return grouping
 
 
 def _split(model) -> dict:

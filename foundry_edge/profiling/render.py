@@ -59,12 +59,18 @@ def clocks_text(clocks: dict) -> str:
     return ", ".join(parts)
 
 
+# TensorRT's stages after its grouping (runtimes/trt_layers.py), then the copies back and the engine's wall time.
+TRT_STAGES = ("network", "mixed", "unattributed", "copies_out", "engine_wall")
+
+
 def stage_names(rows: list[dict]) -> list[str]:
     """The stages any row has, in the order a forward pass runs them, "other" last."""
     from foundry_edge.profiling.stages import STAGES
 
     seen = {name for r in rows for name in (r.get("stages_ms") or {})}
-    order = list(dict.fromkeys(name for name, _ in STAGES)) + sorted(seen - {name for name, _ in STAGES} - {"other"})
+    known = ["host_preprocessing", "copies_in"] + [name for name, _ in STAGES] + list(TRT_STAGES)
+    known = list(dict.fromkeys(known))
+    order = known + sorted(seen - set(known) - {"other"})
     return [name for name in order if name in seen] + (["other"] if "other" in seen else [])
 
 

@@ -251,7 +251,8 @@ def stages_markdown(report: dict) -> list[str]:
     if not rows:
         return []
     names = stage_names(rows)
-    lines = ["", "## Time by stage (torch, median ms of the runs with stage timers)", "",
+    lines = ["", "## Time by stage (median ms of extra runs: torch with timers at its modules, TensorRT with its "
+             "per-layer profiler and synchronized copies, so read the split rather than the sum)", "",
              "| model | points | batch | " + " | ".join(names) + " |", "|---|---:|---:|" + "---:|" * len(names)]
     lines += [f"| {r['model']} | {r['points']} | {r['batch']} | " +
               " | ".join(number(r["stages_ms"].get(name)) for name in names) + " |" for r in rows]

@@ -59,7 +59,7 @@ class ProfileConfig:
     sidecar_check: bool = True  # TensorRT plans load only with a complete, matching sidecar
     telemetry_interval_s: float = 0.05  # power/clock/thermal sampling period during each measurement; 0: off
     telemetry_root: Path = Path("/")  # where sysfs is read (tests point it at a recorded tree)
-    stage_runs: int = 5  # extra torch runs with timers at stage boundaries (0: none)
+    stage_runs: int = 5  # extra torch / TensorRT runs timed by stage (0: none)
     accuracy: dict = field(default_factory=dict)  # {model label: accuracy %}, for the accuracy-vs-latency plot
     grouping: str = "graph"  # where presets/checkpoints group once exported: graph, host, or auto (measured best)
 

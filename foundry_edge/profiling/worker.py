@@ -112,7 +112,7 @@ def run_latency(spec: dict) -> dict:
         peak_after = beside_peak(spec, on_device)
         free_end = device_free()
         runtime_memory, provider = rt.memory(), rt.provider
-        stages = torch_stages(rt, clouds, spec.get("stage_runs", 0)) if spec["runtime"] == "torch" else None
+        stages = runtime_stages(rt, spec["runtime"], clouds, spec.get("stage_runs", 0))
     latency = summarize(samples)
     used = [free_start - free for free in (free_loaded, free_end) if None not in (free_start, free)]
     return {
@@ -155,10 +155,14 @@ def telemetry_for(spec: dict):
     return Telemetry(settings["root"], settings["interval_s"])
 
 
-def torch_stages(rt, clouds, runs: int) -> dict | None:
-    """Median ms per stage over `runs` extra calls of the torch runtime's model (profiling/stages.py)."""
-    if runs < 1:
+def runtime_stages(rt, runtime: str, clouds, runs: int) -> dict | None:
+    """Median ms per stage over `runs` extra calls: torch by timers at its modules (profiling/stages.py),
+    TensorRT by its per-layer profiler and synchronized copies (TrtRuntime.stage_times); ONNX Runtime's
+    stages come from `--operators` (profiling/operators.py)."""
+    if runs < 1 or runtime not in ("torch", "trt"):
         return None
+    if runtime == "trt":
+        return rt.stage_times(clouds, runs)
     import torch
 
     from foundry_edge.profiling.stages import stage_times

@@ -16,7 +16,8 @@ from foundry_edge.errors import FoundryError
 from foundry_edge.profiling import (
     SCHEMA, SCHEMA_VERSION, ProfileConfig, Subject, run_profile, to_markdown, write_reports,
 )
-from foundry_edge.profiling.operators import grouping_nodes, profile_operators, stage_times
+from foundry_edge.contracts.onnx_graph import grouping_nodes
+from foundry_edge.profiling.operators import profile_operators, stage_times
 from foundry_edge.profiling.runner import run_worker
 from foundry_edge.profiling.subjects import describe
 from foundry_edge.profiling.timing import summarize, time_calls

@@ -120,11 +120,33 @@ class _BuildsNothing:
         raise RuntimeError("the fake TensorRT only runs plans: build with tensorrt_rtx")
 
 
+class IProfiler:
+    def __init__(self):
+        pass
+
+
+# The ms per call the fake engine's layers report to a profiler, by the stage their names say.
+LAYER_MS = {"grouping": 0.25, "mixed": 0.05, "network": 1.5, "unattributed": 0.02}
+
+
+def _layers(node_stages: dict) -> list:
+    """TensorRT-style layer names over the sidecar's node names: a pointwise fusion, a fusion across the cut,
+    a Myelin region, a reformat that names no node."""
+    grouping, network = node_stages.get("grouping") or [], node_stages.get("network") or []
+    if len(grouping) < 2 or len(network) < 3:
+        return [("Reformatting CopyNode for Input Tensor 0", LAYER_MS["unattributed"])]
+    return [(f"PWN({grouping[0]}, PWN({grouping[1]}_1))", LAYER_MS["grouping"]),
+            (f"{grouping[-1]} + {network[0]}", LAYER_MS["mixed"]),
+            (f"{{ForeignNode[{network[1]}...{network[-1]}]}}", LAYER_MS["network"]),
+            ("Reformatting CopyNode for Input Tensor 0", LAYER_MS["unattributed"])]
+
+
 class Engine:
     """The engine a sidecar describes: its model's tensors, its first optimisation profile's shape bounds."""
 
     def __init__(self, sidecar: dict):
         model = sidecar["model"]
+        self.layers = _layers(sidecar.get("onnx", {}).get("node_stages") or {})
         self.profile = (sidecar.get("profiles") or [{}])[0]
         self.inputs = {s["name"]: s for s in model["inputs"]}
         self.outputs = {s["name"]: s for s in model["outputs"]}
@@ -155,6 +177,7 @@ class Context:
 
     def __init__(self, engine: Engine):
         self.engine, self.shapes, self.addresses = engine, {}, {}
+        self.profiler = None
 
     def set_input_shape(self, name: str, shape) -> bool:
         declared, bounds = self.engine.specs[name]["shape"], self.engine.profile.get(name)
@@ -186,6 +209,8 @@ class Context:
                 out[...] = index % self.engine.num_supertokens
             else:
                 out[...] = level.reshape((-1,) + (1,) * (len(shape) - 1)) + 0.01 * index
+        for name, ms in self.engine.layers if self.profiler is not None else ():
+            self.profiler.report_layer_time(name, ms)
         return True
 
 
@@ -202,6 +227,7 @@ def _tensorrt() -> types.ModuleType:
     trt = _module("tensorrt")
     trt.__version__ = VERSION
     trt.Logger, trt.Runtime, trt.DataType, trt.TensorIOMode, trt.nptype = Logger, Runtime, DataType, TensorIOMode, nptype
+    trt.IProfiler = IProfiler
     trt.Builder = trt.OnnxParser = _BuildsNothing
     return trt
 

@@ -167,6 +167,15 @@ def test_build_writes_a_plan_and_sidecar_without_torch(jetson, exported, tmp_pat
     assert plan.stat().st_size == sidecar["plan"]["bytes"] > 0
     assert sidecar["device"]["tensorrt_module"] == RTX and sidecar["precision"] == "fp16"
     assert [spec["name"] for spec in sidecar["model"]["inputs"]] == ["points"]
+    # The parsed file's node names by stage, for `profile` to split the engine's layer times on the device.
+    import onnx as onnx_lib
+
+    from foundry_edge.contracts.onnx_graph import grouping_nodes
+
+    parsed = onnx_lib.load(str(tmp_path / sidecar["onnx"]["built_from"])).graph
+    stages = sidecar["onnx"]["node_stages"]
+    assert set(stages["grouping"]) == grouping_nodes(parsed) != set()
+    assert set(stages["grouping"]) | set(stages["network"]) == {node.name for node in parsed.node}
 
 
 @pytest.fixture(scope="module")
@@ -218,4 +227,11 @@ def test_profile_a_plan_without_torch(jetson, fake_plan, tmp_path):
     jetson.assert_clean(result, processes=3)
     assert "PASSED: 1 of 1 measurements" in result.stdout
     report = json.loads((out / "report.json").read_text())
-    assert report["measurements"][0]["provider"] == f"TensorRT {fake_tensorrt.VERSION} (cuda-python)"
+    row = report["measurements"][0]
+    assert row["provider"] == f"TensorRT {fake_tensorrt.VERSION} (cuda-python)"
+    # Time by stage: the engine's layers split by the node names the build recorded, copies timed apart.
+    stages = row["stages_ms"]
+    for stage, ms in fake_tensorrt.LAYER_MS.items():
+        assert stages[stage] == pytest.approx(ms), stage
+    assert all(stages[name] >= 0 for name in ("host_preprocessing", "copies_in", "copies_out", "engine_wall"))
+    assert "Time by stage" in (out / "report.md").read_text()
