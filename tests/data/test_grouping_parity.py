@@ -1,0 +1,169 @@
+"""Host grouping (numpy) picks the graph's centres and neighbourhoods, bit for bit, ties included (issue 15).
+
+Both FPS paths run: fpsample where installed and the numpy loop (fpsample's import hidden). The graph's kNN
+rule is ONNX TopK's, lowest index first among equal distances: torch.topk in eager mode orders equal
+distances arbitrarily, so the graph's neighbourhoods here are a stable argsort of the graph's own distances
+(torch's square_distance), and torch.topk's picks must have the same distances.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from foundry_edge.data.grouping import exact
+from foundry_edge.data.synthetic import synthetic_scene
+from foundry_edge.data.transforms import normalize
+
+torch = pytest.importorskip("torch")
+from foundry_edge.models import grouping as graph  # noqa: E402  (needs torch)
+from foundry_edge.models.scalable_grouping import ScalableGrouping  # noqa: E402
+
+NUMPY_FPS = exact._fps_numpy  # the test's own reference calls, not counted by the fps_path fixture
+
+
+def _cloud(kind: str, batch: int = 2, n: int = 512) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    if kind == "random":
+        pts = rng.normal(size=(batch, n, 3))
+    elif kind == "duplicated":
+        pts = np.repeat(rng.normal(size=(batch, n // 8, 3)), 8, axis=1)
+    else:  # grid: every distance an exact tie with many others
+        side = round(n ** (1 / 3))
+        grid = np.stack(np.meshgrid(*[np.arange(side)] * 3, indexing="ij"), -1).reshape(-1, 3)
+        pts = np.stack([grid[rng.permutation(len(grid))] for _ in range(batch)])
+    return normalize(np.ascontiguousarray(pts, dtype=np.float32))
+
+
+@pytest.fixture(params=["fpsample", "numpy"])
+def fps_path(request, monkeypatch):
+    """Which FPS runs; counts the numpy loop's calls so a test can tell the path it took."""
+    if request.param == "fpsample":
+        pytest.importorskip("fpsample")
+    else:
+        monkeypatch.setitem(sys.modules, "fpsample", None)  # `import fpsample` raises ImportError
+    calls = []
+    monkeypatch.setattr(exact, "_fps_numpy", lambda *args: calls.append(1) or NUMPY_FPS(*args))
+    yield request.param, calls
+    assert bool(calls) == (request.param == "numpy"), f"the {request.param} FPS did not run"
+
+
+def _graph_knn(centers: np.ndarray, points: np.ndarray, k: int) -> np.ndarray:
+    """(B, G, 3), (B, N, 3) -> the graph's kNN: its float32 distances, first k by (distance, index)."""
+    dist = graph.square_distance(torch.from_numpy(centers), torch.from_numpy(points)).numpy()
+    index = np.argsort(dist, axis=-1, kind="stable")[..., :k]
+    eager = graph.knn_indices(torch.from_numpy(centers), torch.from_numpy(points), k).numpy()
+    np.testing.assert_array_equal(np.take_along_axis(dist, eager, -1), np.take_along_axis(dist, index, -1))
+    return index
+
+
+def _last_index_fps(points: np.ndarray, num_samples: int) -> np.ndarray:
+    """(B, N, 3) FPS with ties to the last index (fpsample as it is, the old scalable host): must differ."""
+    flipped = points[:, ::-1]
+    return (points.shape[1] - 1) - NUMPY_FPS(flipped, num_samples, (points.shape[1] - 1) - _start(points))
+
+
+def _start(points: np.ndarray) -> np.ndarray:
+    return ((points - points.mean(axis=1, keepdims=True)) ** 2).sum(-1).argmax(axis=1)
+
+
+@pytest.mark.parametrize("kind", ["random", "duplicated", "grid"])
+def test_exact_host_grouping_is_the_graphs(kind, fps_path):
+    pts = _cloud(kind)
+    with torch.no_grad():
+        graph_fps = graph.farthest_point_sample(torch.from_numpy(pts), 64).numpy()
+        neighbourhoods, centers = graph.group_points(torch.from_numpy(pts), 64, 16)
+    host_fps = exact.farthest_point_sample(pts, 64)
+    np.testing.assert_array_equal(host_fps, graph_fps)
+    host_centers = exact.gather_points(pts, host_fps)
+    host_knn = exact.knn_indices(host_centers, pts, 16)
+    graph_knn = _graph_knn(centers.numpy(), pts, 16)
+    np.testing.assert_array_equal(host_knn, graph_knn)
+    host_neighbourhoods, host_centers = exact.group(pts, 64, 16)
+    np.testing.assert_array_equal(host_centers, centers.numpy())
+    np.testing.assert_array_equal(host_neighbourhoods, exact.gather_points(pts, graph_knn) - host_centers[:, :, None])
+    if kind == "random":  # no ties: torch.topk's own picks too
+        np.testing.assert_array_equal(host_neighbourhoods, neighbourhoods.numpy())
+    if kind != "random":  # the cloud has ties that the old rules would have broken the other way
+        assert not np.array_equal(_last_index_fps(pts, 64), graph_fps)
+        last_index = np.argsort(exact.square_distance(host_centers, pts)[..., ::-1], -1, kind="stable")[..., :16]
+        assert not np.array_equal(pts.shape[1] - 1 - last_index, host_knn)
+
+
+def test_the_numpy_fps_and_fpsample_agree_on_tied_clouds():
+    fpsample = pytest.importorskip("fpsample")
+    for kind in ["duplicated", "grid", "random"]:
+        pts = _cloud(kind, batch=3, n=729)
+        numpy_path = NUMPY_FPS(pts, 200, _start(pts))
+        np.testing.assert_array_equal(exact.farthest_point_sample(pts, 200), numpy_path)
+        plain = np.stack([fpsample.fps_sampling(p, 200, start_idx=int(s)) for p, s in zip(pts, _start(pts))])
+        if kind != "random":  # fpsample unreversed keeps the last of equal distances
+            assert not np.array_equal(plain, numpy_path)
+    few = np.repeat(_cloud("random", batch=1, n=40)[:, :5], 4, axis=1)  # more samples than distinct points
+    np.testing.assert_array_equal(exact.farthest_point_sample(few, 12), NUMPY_FPS(few, 12, _start(few)))
+
+
+@pytest.mark.parametrize("kind", ["scene", "duplicated", "grid"])
+def test_scalable_host_grouping_is_the_graphs(kind, fps_path):
+    pytest.importorskip("scipy")
+    from foundry_edge.data.grouping import scalable as sg
+
+    pts = {"scene": lambda: normalize(synthetic_scene(6000, seed=4)[None])[0],
+           "duplicated": lambda: _cloud("duplicated", batch=1, n=4096)[0],
+           "grid": lambda: _cloud("grid", batch=1, n=4096)[0]}[kind]()
+    module = ScalableGrouping(num_groups=128, group_size=32, fps_candidates=4, knn_chunk=64)
+    with torch.no_grad():
+        index = module.select_centers(torch.from_numpy(pts)[None])[0].numpy()
+        neighbourhoods, centers = module(torch.from_numpy(pts)[None])
+    np.testing.assert_array_equal(sg.select_centers(pts, 128, fps_candidates=4), index)
+    host_neighbourhoods, host_centers = sg.group_scene(pts, 128, 32, fps_candidates=4)
+    np.testing.assert_array_equal(host_centers, centers[0].numpy())
+    graph_knn = _graph_knn(host_centers[None], pts[None], 32)[0]
+    host_knn = sg.knn(pts, host_centers, 32)
+    np.testing.assert_array_equal(host_knn, graph_knn)
+    np.testing.assert_array_equal(host_neighbourhoods, pts[graph_knn] - host_centers[:, None])
+    if kind == "scene":  # no ties at the k-th place: torch.topk's own picks too
+        np.testing.assert_array_equal(host_neighbourhoods, neighbourhoods[0].numpy())
+
+
+@pytest.mark.parametrize("kind", ["scene", "grid"])
+def test_scalable_knn_needs_the_float32_reranking(kind):
+    """The k-d tree's own float64 order is not the graph's; the re-ranked one is, with any margin."""
+    spatial = pytest.importorskip("scipy.spatial")
+    from foundry_edge.data.grouping import scalable as sg
+
+    pts = (synthetic_scene(20000, seed=2) if kind == "scene" else _cloud("grid", batch=1, n=4096)[0] * 3)
+    pts = np.ascontiguousarray(pts, dtype=np.float32)
+    centers = pts[sg.select_centers(pts, 256)]
+    want = exact.knn_indices(centers[None], pts[None], 32)[0]
+    _, tree_order = spatial.cKDTree(pts).query(centers, k=32)
+    assert not np.array_equal(tree_order, want)
+    for margin in (0, 4, 16, 64):  # 0: every row needs the full-row fallback
+        np.testing.assert_array_equal(sg.knn(pts, centers, 32, margin=margin), want)
+
+
+@pytest.mark.parametrize("width", [17, 36, 48])
+def test_scalable_reranking_has_the_bits_of_the_full_distance_matrix(width):
+    """The candidates' distances equal square_distance's (one matmul) bit for bit. A per-centre matrix-vector
+    product did not (OpenBLAS rounds gemv's tail rows without FMA): 36 candidates broke the parity."""
+    pytest.importorskip("scipy")
+    from foundry_edge.data.grouping import scalable as sg
+
+    pts = normalize(synthetic_scene(5000, seed=1)[None])[0] * 3
+    centers = pts[::47]  # 107 centres: not a multiple of the block
+    candidates = np.random.default_rng(width).integers(0, len(pts), size=(len(centers), width))
+    full = exact.square_distance(centers[None], pts[None])[0]
+    np.testing.assert_array_equal(sg._graph_distance(pts, centers, candidates),
+                                  np.take_along_axis(full, candidates, 1))
+
+
+def test_scalable_fps_without_fpsample_picks_the_same_centres(monkeypatch):
+    pytest.importorskip("scipy")
+    from foundry_edge.data.grouping import scalable as sg
+
+    pts = _cloud("grid", batch=1, n=4096)[0]
+    with_fpsample = sg.select_centers(pts, 96)
+    monkeypatch.setitem(sys.modules, "fpsample", None)
+    np.testing.assert_array_equal(sg.select_centers(pts, 96), with_fpsample)
