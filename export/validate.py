@@ -180,7 +180,11 @@ def _judge(name: str, metrics: dict, config: PointModelOnnxConfig) -> tuple[bool
 
 def check_parity(path: Path, model, config: PointModelOnnxConfig, seed: int = 0) -> list[CheckResult]:
     """ONNX Runtime on the deployed path (raw clouds -> feed -> graph) vs `model(points)` in PyTorch,
-    at the trace shape and at a second shape on every dynamic axis, on clouds other than the trace's."""
+    at the trace shape and at a second shape on every dynamic axis, on clouds other than the trace's.
+
+    With host grouping, grouping and network are judged apart (export/grouping_parity.py): the host's groups
+    against the model's, tie-aware, and the graph on the model's own groups; the raw path is judged too
+    where both groupings agree, and only reported where they part at near-ties."""
     import torch
 
     # The graph as written: ORT fuses LayerNorm back even at its basic level.
@@ -188,20 +192,56 @@ def check_parity(path: Path, model, config: PointModelOnnxConfig, seed: int = 0)
     results = []
     for i, (batch, points) in enumerate(config.validation_shapes()):
         clouds = CloudLoader(["example"], points, batch, seed=seed + 1 + i)().points
-        got = dict(zip(config.outputs, session.run(list(config.outputs), config.feed(clouds))))
+        feed, label = config.feed(clouds), f"b{batch} n{points}"
         with torch.no_grad():
             ref = model(torch.from_numpy(clouds))
-        metrics = {name: output_metrics(ref[name].numpy(), got[name]) for name in config.outputs}
-        if "agreement" in metrics.get("assignment", {}):
-            margin = ref["assignment_margin"].numpy() if "assignment_margin" in ref else None
-            metrics["assignment"].update(assignment_figures(ref["assignment"].numpy(), got["assignment"], margin,
-                                                            config.model.num_supertokens))
-        verdicts = [_judge(name, metrics[name], config) for name in config.outputs]
-        passed = all(ok for ok, _ in verdicts)
-        shown = [text for ok, text in verdicts if not ok] if not passed else [text for _, text in verdicts]
-        results.append(CheckResult(f"onnxruntime vs torch b{batch} n{points}", passed, "; ".join(shown),
-                                   {"batch": batch, "num_points": points, "outputs": metrics}))
+        parted = None
+        if config.grouping == "host":
+            grouping, model_groups, ref_grouped = _host_grouping(model, config, clouds, feed)
+            results.append(CheckResult(f"host grouping vs torch {label}", grouping.passed, grouping.detail(),
+                                       grouping.to_dict()))
+            results.append(_outputs_check(f"onnxruntime vs torch on torch's groups {label}", session, model_groups,
+                                          ref_grouped, config, batch, points))
+            parted = grouping.identical < grouping.groups
+        result = _outputs_check(f"onnxruntime vs torch {label}", session, feed, ref, config, batch, points)
+        if parted:  # the outputs differ by the groups, which the two checks above judge
+            result = CheckResult(result.name, True, "not judged: the groupings part at near-ties (above); "
+                                 + result.detail, result.metrics, skipped=True)
+        results.append(result)
     return results
+
+
+def _host_grouping(model, config: PointModelOnnxConfig, clouds: np.ndarray, feed: dict):
+    """(tie-aware comparison of the host's groups with the model's, the model's groups as a feed, the model's
+    outputs on them)."""
+    import torch
+
+    from foundry_edge.export.grouping_parity import compare_groupings
+    from foundry_edge.models.model import normalize_cloud
+
+    with torch.no_grad():
+        points = torch.from_numpy(clouds)
+        points = normalize_cloud(points) if model.config.normalize_input else points
+        neighbourhoods, centers = model.tokenizer.group(points)
+        ref = model.forward_grouped(neighbourhoods, centers)
+    groups = {"neighbourhoods": neighbourhoods.numpy(), "centers": centers.numpy()}
+    parity = compare_groupings((feed["neighbourhoods"], feed["centers"]), (groups["neighbourhoods"], groups["centers"]))
+    return parity, groups, ref
+
+
+def _outputs_check(name: str, session, feed: dict, ref: dict, config: PointModelOnnxConfig, batch: int,
+                   points: int) -> CheckResult:
+    """The graph's outputs on `feed` against the torch outputs `ref`, judged at the config's tolerance row."""
+    got = dict(zip(config.outputs, session.run(list(config.outputs), feed)))
+    metrics = {out: output_metrics(ref[out].numpy(), got[out]) for out in config.outputs}
+    if "agreement" in metrics.get("assignment", {}):
+        margin = ref["assignment_margin"].numpy() if "assignment_margin" in ref else None
+        metrics["assignment"].update(assignment_figures(ref["assignment"].numpy(), got["assignment"], margin,
+                                                        config.model.num_supertokens))
+    verdicts = [_judge(out, metrics[out], config) for out in config.outputs]
+    passed = all(ok for ok, _ in verdicts)
+    shown = [text for ok, text in verdicts if not ok] if not passed else [text for _, text in verdicts]
+    return CheckResult(name, passed, "; ".join(shown), {"batch": batch, "num_points": points, "outputs": metrics})
 
 
 def check_tensorrt(path: Path, mode: str) -> CheckResult:

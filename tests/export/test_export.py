@@ -164,9 +164,16 @@ def test_preset_exports_checked_and_deployable(preset, exported):
     for artifact in result.artifacts:
         assert_deployable(artifact, case)
         checks = {c.name: c for c in artifact.checks}
-        parity = [c for name, c in checks.items() if name.startswith("onnxruntime vs torch")]
+        parity = [c for name, c in checks.items() if name.startswith("onnxruntime vs torch b")]
         # a second shape on every dynamic axis; host grouping also takes another point count
         assert len(parity) == (1 if case.get("static") and case.get("grouping") != "host" else 2)
+        if case.get("grouping") == "host":  # grouping and network judged apart, at each shape
+            for c in parity:
+                shape = c.name.rsplit(" ", 2)[-2:]
+                grouping = checks["host grouping vs torch " + " ".join(shape)]
+                assert grouping.passed and grouping.metrics["identical"] == grouping.metrics["groups"] > 0
+                assert checks["onnxruntime vs torch on torch's groups " + " ".join(shape)].passed
+                assert not c.skipped  # identical groupings: the raw path is judged too
         assert len({c.name for c in parity}) == len(parity)
         for c in parity:  # a student's agreement comes with the health of the clouds it was measured on
             figures = c.metrics["outputs"].get("assignment")
