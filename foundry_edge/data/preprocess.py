@@ -36,9 +36,31 @@ def check_clouds(points, min_points: int, recentre: bool = False) -> np.ndarray:
     arr = np.asarray(points)
     if arr.ndim not in (2, 3) or arr.shape[-1] != 3:
         raise FoundryError(f"expected clouds shaped (N, 3) or (B, N, 3), found {arr.shape}; pass xyz points only")
+    batch = arr if arr.ndim == 3 else arr[None]
+    if _plainly_valid(batch, min_points):
+        return np.array(batch, dtype=np.float32, order="C")
     if arr.ndim == 2:
         return _checked(arr, min_points, "<array>", recentre)[None]
     return np.stack([_checked(cloud, min_points, f"cloud {i}", recentre) for i, cloud in enumerate(arr)])
+
+
+def _plainly_valid(batch: np.ndarray, min_points: int) -> bool:
+    """(B, N, 3): clouds every check of `_checked` passes unchanged, seen in a few batched reductions.
+
+    Finite floats, enough points, an extent well inside the accepted range and coordinates within 64 extents
+    of the origin, where float32 steps are below 2^-16 of the extent: neither refused nor recentred. Anything
+    else takes the per-cloud path, which says what is wrong (one cloud of 1024 points: 15 us instead of 100; B 8: 30 instead of 800).
+    """
+    if (batch.dtype.kind != "f" or batch.shape[1] < max(min_points, 1)) or batch.size == 0:
+        return False
+    planes = np.ascontiguousarray(batch.transpose(0, 2, 1))  # (B, 3, N): reductions 10x faster than over axis 1
+    lo, hi = planes.min(axis=-1), planes.max(axis=-1)  # NaN and Inf reach these
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        return False
+    lo, hi = lo.astype(np.float64), hi.astype(np.float64)
+    extent = (hi - lo).max(axis=1)
+    reach = np.maximum(np.abs(lo), np.abs(hi)).max(axis=1)
+    return bool(((extent >= 1e-9) & (extent <= 1e14) & (reach <= 64 * extent)).all())
 
 
 def _checked(cloud: np.ndarray, min_points: int, source: str, recentre: bool) -> np.ndarray:

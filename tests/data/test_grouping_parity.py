@@ -1,6 +1,7 @@
 """Host grouping (numpy) picks the graph's centres and neighbourhoods, bit for bit, ties included (issue 15).
 
-Both FPS paths run: fpsample where installed and the numpy loop (fpsample's import hidden). The graph's kNN
+All three paths run: the compiled loops where numba is installed, fpsample where installed (numba hidden)
+and the numpy loop (numba and fpsample hidden). The graph's kNN
 rule is ONNX TopK's, lowest index first among equal distances: torch.topk in eager mode orders equal
 distances arbitrarily, so the graph's neighbourhoods here are a stable argsort of the graph's own distances
 (torch's square_distance), and torch.topk's picks must have the same distances.
@@ -37,17 +38,30 @@ def _cloud(kind: str, batch: int = 2, n: int = 512) -> np.ndarray:
     return normalize(np.ascontiguousarray(pts, dtype=np.float32))
 
 
-@pytest.fixture(params=["fpsample", "numpy"])
+def hide_numba(monkeypatch):
+    monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` raises ImportError: the numpy/fpsample code
+    assert exact._compiled() is None
+
+
+@pytest.fixture(params=["numba", "fpsample", "numpy"])
 def fps_path(request, monkeypatch):
-    """Which FPS runs; counts the numpy loop's calls so a test can tell the path it took."""
+    """Which FPS runs; counts the numpy loop's (or the compiled one's) calls so a test can tell the path it took."""
+    calls, compiled_calls = [], []
+    if request.param == "numba":
+        pytest.importorskip("numba")
+        from foundry_edge.data.grouping import compiled
+
+        monkeypatch.setattr(compiled, "fps", lambda *args, fps=compiled.fps: compiled_calls.append(1) or fps(*args))
+    else:
+        hide_numba(monkeypatch)
     if request.param == "fpsample":
         pytest.importorskip("fpsample")
-    else:
+    elif request.param == "numpy":
         monkeypatch.setitem(sys.modules, "fpsample", None)  # `import fpsample` raises ImportError
-    calls = []
     monkeypatch.setattr(exact, "_fps_numpy", lambda *args: calls.append(1) or NUMPY_FPS(*args))
     yield request.param, calls
     assert bool(calls) == (request.param == "numpy"), f"the {request.param} FPS did not run"
+    assert bool(compiled_calls) == (request.param == "numba"), f"the {request.param} FPS did not run"
 
 
 def _graph_knn(centers: np.ndarray, points: np.ndarray, k: int) -> np.ndarray:
@@ -167,3 +181,89 @@ def test_scalable_fps_without_fpsample_picks_the_same_centres(monkeypatch):
     with_fpsample = sg.select_centers(pts, 96)
     monkeypatch.setitem(sys.modules, "fpsample", None)
     np.testing.assert_array_equal(sg.select_centers(pts, 96), with_fpsample)
+
+
+def _numpy_grouping(pts: np.ndarray, num_groups: int, k: int, monkeypatch):
+    """FPS, kNN and neighbourhoods by the numpy code: numba and fpsample hidden for the call."""
+    with monkeypatch.context() as patch:
+        hide_numba(patch)
+        patch.setitem(sys.modules, "fpsample", None)
+        fps = exact.farthest_point_sample(pts, num_groups)
+        knn = exact.knn_indices(exact.gather_points(pts, fps), pts, k)
+        neighbourhoods, centers = exact.group(pts, num_groups, k)
+    return fps, knn, neighbourhoods
+
+
+@pytest.mark.parametrize("n", [1024, 64])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("kind", ["random", "duplicated", "grid"])
+def test_compiled_grouping_is_the_numpy_and_the_graph_grouping(kind, batch, n, monkeypatch):
+    compiled = pytest.importorskip("foundry_edge.data.grouping.compiled")
+    pts = _cloud(kind, batch=batch, n=n)
+    num_groups, k = (64, 32) if n > 64 else (16, 8)
+    want_fps, want_knn, want_groups = _numpy_grouping(pts, num_groups, k, monkeypatch)
+    assert exact._compiled() is compiled
+    fps = exact.farthest_point_sample(pts, num_groups)
+    np.testing.assert_array_equal(fps, want_fps)
+    with torch.no_grad():
+        np.testing.assert_array_equal(fps, graph.farthest_point_sample(torch.from_numpy(pts), num_groups).numpy())
+    centers = exact.gather_points(pts, fps)
+    knn = exact.knn_indices(centers, pts, k)
+    np.testing.assert_array_equal(knn, want_knn)
+    np.testing.assert_array_equal(knn, _graph_knn(centers, pts, k))
+    neighbourhoods, _ = exact.group(pts, num_groups, k)
+    assert neighbourhoods.dtype == np.float32 and neighbourhoods.shape == (batch, num_groups, k, 3)
+    np.testing.assert_array_equal(neighbourhoods, want_groups)
+    if kind != "random":  # ties decide: the other rule would pick other points
+        np.testing.assert_raises(AssertionError, np.testing.assert_array_equal, _last_index_fps(pts, num_groups), fps)
+
+
+def test_compiled_grouping_on_200_random_clouds(monkeypatch):
+    """No difference from the numpy path where near-ties are likeliest to part them: 200 clouds of 1024."""
+    pytest.importorskip("foundry_edge.data.grouping.compiled")
+    rng = np.random.default_rng(15)
+    pts = normalize(rng.normal(size=(200, 1024, 3)).astype(np.float32))
+    want_fps, want_knn, _ = _numpy_grouping(pts, 64, 32, monkeypatch)
+    fps = exact.farthest_point_sample(pts, 64)
+    knn = exact.knn_indices(exact.gather_points(pts, fps), pts, 32)
+    assert (fps != want_fps).any(axis=1).sum() == 0 and (knn != want_knn).any(axis=(1, 2)).sum() == 0
+
+
+def test_compiled_edge_cases_follow_the_numpy_path(monkeypatch):
+    compiled = pytest.importorskip("foundry_edge.data.grouping.compiled")
+    few = np.repeat(_cloud("random", batch=2, n=40)[:, :5], 4, axis=1)  # 20 points, 5 distinct
+    knn_all = exact.knn_indices(few[:, :3], few, 25)  # k > N: all N
+    start = exact.farthest_point_sample_from(few[0], 12, 7)
+    with monkeypatch.context() as patch:
+        hide_numba(patch)
+        np.testing.assert_array_equal(knn_all, exact.knn_indices(few[:, :3], few, 25))
+        np.testing.assert_array_equal(start, exact.farthest_point_sample_from(few[0], 12, 7))
+        np.testing.assert_array_equal(exact.farthest_point_sample(few, 12), compiled.fps(few, 12, compiled.fps_start(few)))
+    assert knn_all.shape == (2, 3, 20)
+    assert compiled.knn(few[:, :3], few, 0, True).shape == (2, 3, 0)
+
+
+def test_compiled_start_has_the_bits_of_numpys_centroid():
+    """fps_start sums as numpy's mean over axis 1 does (point after point, float32): a numpy that sums
+    otherwise would move a near-tied start, and this test says so."""
+    compiled = pytest.importorskip("foundry_edge.data.grouping.compiled")
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        pts = (rng.normal(size=(2, int(rng.integers(8, 4000)), 3)) * 10 ** rng.uniform(-3, 3)).astype(np.float32)
+        want = ((pts - pts.mean(axis=1, keepdims=True)) ** 2).sum(-1).argmax(axis=1)
+        np.testing.assert_array_equal(compiled.fps_start(pts), want)
+
+
+def test_compiled_knn_rounds_a_dot_b_as_numpys_matmul(monkeypatch):
+    """The dot product's rounding is the one numpy's matmul has (an FMA chain on OpenBLAS): the other
+    rounding parts from it on random clouds, at the last bit of distances that decide near-ties."""
+    compiled = pytest.importorskip("foundry_edge.data.grouping.compiled")
+    pts = _cloud("random", batch=1, n=1024) * 3
+    centers = pts[:, :256]
+    fused = compiled.matmul_is_fused()
+    matmul = np.matmul(centers, pts.transpose(0, 2, 1))
+    plain = ((centers[..., :1] * pts[:, None, :, 0] + centers[..., 1:2] * pts[:, None, :, 1])
+             + centers[..., 2:] * pts[:, None, :, 2])
+    assert np.array_equal(matmul, plain) != fused
+    hide_numba(monkeypatch)
+    np.testing.assert_array_equal(compiled.knn(centers, pts, 32, fused), exact.knn_indices(centers, pts, 32))

@@ -141,3 +141,27 @@ def test_host_grouping_equals_the_graphs_on_duplicated_and_tied_clouds(kind):
         assert np.array_equal(as_sets(host), as_sets(graph))
     if kind == "random":
         assert np.array_equal(host, graph)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("recentre", [True, False])
+def test_plainly_valid_clouds_skip_the_per_cloud_checks_and_get_the_same_array(clouds, dtype, recentre, monkeypatch):
+    batch = (clouds * 3 + 1).astype(dtype)
+    want = np.stack([preprocess._checked(cloud, 8, "cloud", recentre) for cloud in batch])
+    monkeypatch.setattr(preprocess, "_checked", lambda *args: pytest.fail("the per-cloud path ran"))
+    got = preprocess.check_clouds(batch, 8, recentre=recentre)
+    assert got.dtype == np.float32 and got.flags.c_contiguous and got.flags.writeable
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(preprocess.check_clouds(batch[0], 8, recentre=recentre), want[:1])
+
+
+@pytest.mark.parametrize("points", [
+    lambda c: far_off(c),  # recentred (float64) or refused: the per-cloud path decides
+    lambda c: np.where(np.arange(c.shape[1])[None, :, None] == 5, np.inf, c),
+    lambda c: np.zeros_like(c),  # no extent
+    lambda c: c * 1e-12,
+    lambda c: c.astype(np.int32),
+])
+def test_clouds_not_plainly_valid_take_the_per_cloud_path(clouds, points):
+    assert not preprocess._plainly_valid(np.asarray(points(clouds)), 8)
+    assert preprocess._plainly_valid(clouds, 8) and not preprocess._plainly_valid(clouds, clouds.shape[1] + 1)

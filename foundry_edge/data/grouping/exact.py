@@ -5,6 +5,8 @@ centres and neighbourhoods (issue 15): FPS starts at the point farthest from the
 (dx*dx + dy*dy) + dz*dz in float32 and breaks ties to the lowest index (ArgMax semantics); kNN ranks
 float32 squared distances written as |a|^2 - 2 a.b + |b|^2, ties to the lowest index, nearest first.
 
+Where numba is installed (the `fast` extra), FPS and kNN run as compiled loops (grouping.compiled: the same
+indices; FPS 15-25x, kNN about 3x faster at 1024 points; its docstring has the first-call compile cost). Else:
 FPS runs in fpsample (C++) where it is installed (the `scenes` extra) and faster, else in numpy; both give
 the same indices. fpsample breaks ties to the last index, so it runs on the reversed cloud. One caveat: a build of
 fpsample that contracts its `dist += d * d` into a fused multiply-add (GCC's default -ffp-contract=fast on
@@ -43,8 +45,29 @@ def _fpsample():
     return fpsample
 
 
+def _compiled():
+    """foundry_edge.data.grouping.compiled, or None where numba is not installed (the `fast` extra)."""
+    try:
+        import numba  # noqa: F401  (first: a test hides it to run the numpy path)
+        from foundry_edge.data.grouping import compiled
+    except ImportError:
+        return None
+    return compiled
+
+
+def _use_compiled(*arrays: np.ndarray):
+    """The compiled module for float32 inputs where numba is installed, else None."""
+    if all(a.dtype == np.float32 for a in arrays):
+        return _compiled()
+    return None
+
+
 def farthest_point_sample(points: np.ndarray, num_samples: int) -> np.ndarray:
     """(B, N, 3) -> (B, S) int64 indices; starts at the point farthest from the centroid, ties to the lowest index."""
+    compiled = _use_compiled(points)
+    if compiled is not None:
+        points = np.ascontiguousarray(points)
+        return compiled.fps(points, num_samples, compiled.fps_start(points))
     centroid = points.mean(axis=1, keepdims=True)
     start = ((points - centroid) ** 2).sum(-1).argmax(axis=1)
     if not _use_fpsample(points, num_samples):
@@ -59,6 +82,9 @@ def farthest_point_sample_from(points: np.ndarray, num_samples: int, start: int)
     last of equal distances, which there is the lowest original index.
     """
     n = len(points)
+    compiled = _use_compiled(points)
+    if compiled is not None:
+        return compiled.fps(np.ascontiguousarray(points)[None], num_samples, np.array([start], dtype=np.int64))[0]
     if not _use_fpsample(points[None], num_samples):
         return _fps_numpy(points[None], num_samples, np.array([start]))[0]
     picked = _fpsample().fps_sampling(points[::-1], num_samples, start_idx=n - 1 - int(start))
@@ -159,6 +185,9 @@ def knn_indices(query: np.ndarray, points: np.ndarray, k: int) -> np.ndarray:
     num_clouds, num_queries, _ = query.shape
     num_points = points.shape[1]
     k = min(k, num_points)
+    compiled = _use_compiled(query, points)
+    if compiled is not None:
+        return compiled.knn(np.ascontiguousarray(query), np.ascontiguousarray(points), k, compiled.matmul_is_fused())
     points_t = np.ascontiguousarray(points.transpose(0, 2, 1))
     query_sq = (query * query).sum(-1, keepdims=True)
     points_sq = (points * points).sum(-1)[:, None, :]
@@ -179,5 +208,9 @@ def knn_indices(query: np.ndarray, points: np.ndarray, k: int) -> np.ndarray:
 def group(points: np.ndarray, num_groups: int, group_size: int):
     """(B, N, 3) -> neighbourhoods (B, G, K, 3) relative to their centres, centres (B, G, 3)."""
     centers = gather_points(points, farthest_point_sample(points, num_groups))
+    compiled = _use_compiled(points)
+    if compiled is not None:
+        points = np.ascontiguousarray(points)
+        return compiled.neighbourhoods(points, knn_indices(centers, points, group_size), centers), centers
     neighbours = gather_points(points, knn_indices(centers, points, group_size))
     return (neighbours - centers[:, :, None, :]).astype(np.float32), centers.astype(np.float32)
