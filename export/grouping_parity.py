@@ -59,7 +59,7 @@ def compare_groupings(host: tuple, model: tuple) -> GroupingParity:
         common = groups if agree.all() else int(np.argmin(agree))  # FPS is sequential: the first parting counts
         if common < groups:
             fps_parted.append((common, _fps_gap(host_c[b, common], ref_c[b, common], ref_c[b, :common])))
-        same, gap = _knn_parity(host_nb[b, :common], ref_nb[b, :common])
+        same, gap = _knn_parity(host_nb[b, :common], ref_nb[b, :common], ref_c[b, :common])
         identical += int(same.sum())
         knn_parted += int((~same).sum())
         knn_gap = max(knn_gap, gap)
@@ -74,9 +74,11 @@ def _fps_gap(host_pick: np.ndarray, model_pick: np.ndarray, chosen: np.ndarray) 
     return abs(dist[0] - dist[1]) / max(max(dist), 1e-30)
 
 
-def _knn_parity(host_nb: np.ndarray, ref_nb: np.ndarray) -> tuple[np.ndarray, float]:
-    """(G, K, 3) each -> (G,) neighbourhood is the same set, and the largest relative gap between a point only
-    one side kept and the farthest point the other side kept (a near-tie sits at the K-th distance)."""
+def _knn_parity(host_nb: np.ndarray, ref_nb: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, float]:
+    """(G, K, 3) each, (G, 3) -> (G,) neighbourhood is the same set, and the largest gap between a point only
+    one side kept and the farthest point the other side kept (a near-tie sits at the K-th distance), relative
+    to (|centre| + |point|)^2: the scale of the rounding error of |a|^2 - 2 a.b + |b|^2, which can exceed a
+    small distance itself."""
     if not len(host_nb):
         return np.zeros(0, dtype=bool), 0.0
     pair = np.linalg.norm(host_nb[:, :, None, :] - ref_nb[:, None, :, :], axis=-1)  # (G, K, K)
@@ -88,5 +90,6 @@ def _knn_parity(host_nb: np.ndarray, ref_nb: np.ndarray) -> tuple[np.ndarray, fl
         host_sq, ref_sq = (host_nb[g] ** 2).sum(-1), (ref_nb[g] ** 2).sum(-1)
         kth = max(host_sq.max(), ref_sq.max())
         extra = np.concatenate([host_sq[host_only[g]], ref_sq[ref_only[g]]])
-        gap = max(gap, float(np.abs(extra - kth).max() / max(kth, 1e-30)))
+        scale = (2 * np.linalg.norm(centers[g]) + np.sqrt(kth)) ** 2
+        gap = max(gap, float(np.abs(extra - kth).max() / max(scale, 1e-30)))
     return same, gap

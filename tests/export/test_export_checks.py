@@ -177,3 +177,35 @@ def test_tensorrt_parser_check_names_what_it_refuses(tmp_path):
     ok = tmp_path / "ok.onnx"
     onnx.save(graph_with([helper.make_node("Relu", ["x"], ["y"])]), ok)
     assert check_with_tensorrt(ok).passed
+
+
+@pytest.mark.parametrize("flip_margin, passes", [(1e-6, True), (0.3, False)])
+def test_parity_judges_a_cloud_with_a_near_tie_flip_by_cosine_and_fails_a_flip_at_a_clear_margin(flip_margin, passes):
+    """Cloud 1's assignment flips one token (which moves its tokens a little); cloud 0 stays elementwise."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from foundry_edge.export.validate import _outputs_check
+    from foundry_edge.runtimes.compare import TOLERANCES
+
+    rng = np.random.default_rng(0)
+    tokens = rng.normal(size=(2, 64, 8)).astype(np.float32)
+    assignment = rng.integers(0, 4, size=(2, 64))
+    margin = rng.uniform(0.1, 1.0, size=(2, 64)).astype(np.float32)
+    margin[1, 5] = flip_margin
+    got = {"tokens": tokens.copy(), "assignment": assignment.copy(), "assignment_margin": margin + 1e-6}
+    got["assignment"][1, 5] = (assignment[1, 5] + 1) % 4
+    got["tokens"][1] += 1e-3 * rng.normal(size=(64, 8)).astype(np.float32)  # every token of cloud 1 moves
+    session = SimpleNamespace(run=lambda names, feed: [got[n] for n in names])
+    config = SimpleNamespace(outputs=("tokens", "assignment", "assignment_margin"), tolerances=TOLERANCES["export"],
+                             model=SimpleNamespace(num_supertokens=4))
+    ref = {"tokens": torch.from_numpy(tokens), "assignment": torch.from_numpy(assignment),
+           "assignment_margin": torch.from_numpy(margin)}
+    result = _outputs_check("onnxruntime vs torch", session, {}, ref, config, (2, 1024))
+    assert result.passed is passes
+    assert ("1 assignment flips, all at near-ties" in result.detail) is passes
+    if passes:  # cloud 0 judged elementwise: exact here
+        assert result.metrics["outputs"]["tokens"]["max_abs"] == 0.0
+    else:
+        assert "not at a near-tie" in result.detail
