@@ -4,9 +4,12 @@
 -> (B, G, K, 3) neighbourhoods relative to their centre (Point-BERT / Point-MAE tokenizer).
 
 Export notes (docs/platform-notes.md, "TensorRT versions and ONNX opsets"):
-- FPS is a Python loop of fixed length G, which unrolls into ~13 small ONNX nodes per centre, all on
+- FPS is a Python loop of fixed length G, which unrolls into 13 small ONNX nodes per centre, all on
   (B, N) coordinate planes; the start is deterministic (the point farthest from the centroid, so it
   does not depend on the point order), where the CUDA op in Point-MAE starts at a random or first index.
+  Fewer, larger nodes per step (packed (3, B, N) coordinates with one Gather and a ReduceSum or Split),
+  an ONNX Loop and precomputed N x N distance rows were slower on ONNX Runtime CPU at batch 1
+  (benchmarks/results/graph_fps_forms.md).
 - kNN is squared distances + TopK with a constant K (TensorRT needs K constant and <= 3840).
 - Gathers are GatherElements on expanded indices; no OneHot, no ScatterND.
 """
@@ -35,29 +38,34 @@ def gather_points(points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return picked.reshape(*index.shape, channels)
 
 
+def fps_step(planes, farthest: torch.Tensor, min_dist: torch.Tensor):
+    """One FPS step on the x, y, z planes (B, N): fold the squared distance to `farthest` (B, 1) into
+    min_dist (B, N), return the next farthest (B, 1) and min_dist.
+
+    13 ONNX nodes (3 GatherElements, 3 Sub, 3 Mul, 2 Add, Min, ArgMax), each on (B, N): in ONNX Runtime a
+    (B, N, 3) - (B, 1, 3) or (3, B, N) - (3, B, 1) Sub and a ReduceSum over the 3 cost more than the nodes
+    they save. The sum stays (x, y) then z, as the numpy twin sums, so the centres are bit-for-bit the same.
+    """
+    x, y, z = planes
+    dx, dy, dz = x - x.gather(1, farthest), y - y.gather(1, farthest), z - z.gather(1, farthest)
+    min_dist = torch.minimum(min_dist, dx * dx + dy * dy + dz * dz)
+    return min_dist.argmax(dim=1, keepdim=True), min_dist
+
+
 def farthest_point_sample(points: torch.Tensor, num_samples: int) -> torch.Tensor:
     """(B, N, 3) -> (B, S) int64 indices of S points chosen by farthest point sampling.
 
     Starts from the point farthest from the centroid, then repeatedly takes the point farthest from
     everything chosen so far. Ties resolve to the lowest index (ArgMax semantics), so the result is
     deterministic and identical in PyTorch, ONNX Runtime and TensorRT.
-
-    The loop works on separate x, y, z planes (B, N): in ONNX Runtime the broadcast (B, N, 3) - (B, 1, 3)
-    Sub was the costliest node of the unrolled loop, while (B, N) Sub/Mul/Add run at full speed. The
-    sum stays x, y, z in that order, as the numpy twin sums, so the centres are bit-for-bit the same.
     """
-    x, y, z = points.unbind(-1)  # (B, N) each
-    centroid = points.mean(dim=1, keepdim=True)
-    farthest = squared_norm(points - centroid).argmax(dim=1, keepdim=True)  # (B, 1)
-    min_dist = torch.full_like(x, float("inf"))
+    planes = points.unbind(-1)  # (B, N) each
+    farthest = squared_norm(points - points.mean(dim=1, keepdim=True)).argmax(dim=1, keepdim=True)  # (B, 1)
+    min_dist = torch.full_like(planes[0], float("inf"))
     chosen = []
     for _ in range(num_samples):
         chosen.append(farthest)
-        dx = x - x.gather(1, farthest)  # GatherElements (B, 1): no Expand or Reshape per centre
-        dy = y - y.gather(1, farthest)
-        dz = z - z.gather(1, farthest)
-        min_dist = torch.minimum(min_dist, dx * dx + dy * dy + dz * dz)
-        farthest = min_dist.argmax(dim=1, keepdim=True)
+        farthest, min_dist = fps_step(planes, farthest, min_dist)
     return torch.cat(chosen, dim=1)
 
 

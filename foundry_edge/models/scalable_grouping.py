@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from foundry_edge.models.grouping import gather_points, knn_indices, squared_norm
+from foundry_edge.models.grouping import fps_step, gather_points, knn_indices, squared_norm
 
 MORTON_BITS = 10  # octree levels: a 1024^3 grid over the cloud's bounding cube
 
@@ -39,7 +39,9 @@ def grid_cells(points: torch.Tensor, bits: int = MORTON_BITS) -> torch.Tensor:
     """(B, N, 3) -> (B, N, 3) int64 cells of a 2^bits grid over each cloud's bounding cube."""
     low = points.min(dim=1, keepdim=True).values
     extent = (points.max(dim=1, keepdim=True).values - low).amax(dim=-1, keepdim=True).clamp_min(1e-12)
-    scale = float((1 << bits) - 1) / extent  # float32, as in the numpy twin
+    # A tensor division, as the numpy twin divides: torch computes `float / tensor` as reciprocal * float, which
+    # rounds differently and put points on a cell boundary into another cell than the host's (seen at 2^18 points).
+    scale = torch.full_like(extent, float((1 << bits) - 1)) / extent
     return torch.floor((points - low) * scale).to(torch.int64).clamp(0, (1 << bits) - 1)
 
 
@@ -70,30 +72,27 @@ def stratified_candidates(points: torch.Tensor, count: int, table: torch.Tensor,
     return torch.gather(order, 1, top)
 
 
-def _fps_step(points, farthest, min_dist):
-    """One FPS step: fold the distance to `farthest` into min_dist, return the next farthest."""
-    picked = gather_points(points, farthest.unsqueeze(1))  # (B, 1, 3)
-    min_dist = torch.minimum(min_dist, squared_norm(points - picked))
-    return min_dist.argmax(dim=1), min_dist
-
-
 def farthest_point_sample_from(points: torch.Tensor, num_samples: int, start_from: torch.Tensor) -> torch.Tensor:
     """(B, M, 3), (B, 1, 3) -> (B, S) int64 FPS indices, ties to the lowest index.
 
     Starts at the point farthest from `start_from`. Exported as one ONNX Loop (torch while_loop) with
     the chosen indices in a fixed (B, S) carried buffer (TensorRT wants fixed carried shapes); eager
-    runs the same steps as a Python loop, which is faster than while_loop outside export.
+    runs the same steps as a Python loop, which is faster than while_loop outside export. The body is
+    models/grouping.py's step on x, y, z planes: 2-5x faster in ONNX Runtime than one on (B, M, 3)
+    points (benchmarks/results/graph_fps_forms.md).
     """
-    farthest = squared_norm(points - start_from).argmax(dim=1)  # (B,)
-    min_dist = torch.full_like(points[..., 0], float("inf"))
+    planes = points.unbind(-1)  # (B, M) each
+    farthest = squared_norm(points - start_from).argmax(dim=1, keepdim=True)  # (B, 1)
+    min_dist = torch.full_like(planes[0], float("inf"))
     if not torch.compiler.is_exporting():
         chosen = []
         for _ in range(num_samples):
             chosen.append(farthest)
-            farthest, min_dist = _fps_step(points, farthest, min_dist)
-        return torch.stack(chosen, dim=1)
+            farthest, min_dist = fps_step(planes, farthest, min_dist)
+        return torch.cat(chosen, dim=1)
     from torch._higher_order_ops import while_loop
 
+    planes = [plane.clone() for plane in planes]  # while_loop refuses inputs that alias each other
     chosen = torch.zeros(points.shape[0], num_samples, dtype=torch.int64, device=points.device)
     slots = torch.arange(num_samples, device=points.device).unsqueeze(0)
 
@@ -101,8 +100,8 @@ def farthest_point_sample_from(points: torch.Tensor, num_samples: int, start_fro
         return i < num_samples
 
     def body(i, farthest, min_dist, chosen):
-        chosen = torch.where(slots == i, farthest.unsqueeze(1), chosen)
-        return (i + 1, *_fps_step(points, farthest, min_dist), chosen)
+        chosen = torch.where(slots == i, farthest, chosen)
+        return (i + 1, *fps_step(planes, farthest, min_dist), chosen)
 
     step = torch.zeros((), dtype=torch.int64, device=points.device)
     return while_loop(cond, body, (step, farthest, min_dist, chosen))[3]
