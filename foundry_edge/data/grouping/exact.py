@@ -16,6 +16,10 @@ aarch64, for one) rounds differently in the last bit, so a near-tie could go ano
 
 from __future__ import annotations
 
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 KNN_BLOCK = 1 << 18  # distances per kNN block (1 MiB of float32): stays in cache, no large temporaries
@@ -66,8 +70,8 @@ def farthest_point_sample(points: np.ndarray, num_samples: int) -> np.ndarray:
     """(B, N, 3) -> (B, S) int64 indices; starts at the point farthest from the centroid, ties to the lowest index."""
     compiled = _use_compiled(points)
     if compiled is not None:
-        points = np.ascontiguousarray(points)
-        return compiled.fps(points, num_samples, compiled.fps_start(points))
+        return _in_threads(lambda part: compiled.fps(part, num_samples, compiled.fps_start(part)),
+                           np.ascontiguousarray(points), axis=0)
     centroid = points.mean(axis=1, keepdims=True)
     start = ((points - centroid) ** 2).sum(-1).argmax(axis=1)
     if not _use_fpsample(points, num_samples):
@@ -187,7 +191,8 @@ def knn_indices(query: np.ndarray, points: np.ndarray, k: int) -> np.ndarray:
     k = min(k, num_points)
     compiled = _use_compiled(query, points)
     if compiled is not None:
-        return compiled.knn(np.ascontiguousarray(query), np.ascontiguousarray(points), k, compiled.matmul_is_fused())
+        points, fused = np.ascontiguousarray(points), compiled.matmul_is_fused()
+        return _in_threads(lambda part: compiled.knn(part, points, k, fused), np.ascontiguousarray(query), axis=1)
     points_t = np.ascontiguousarray(points.transpose(0, 2, 1))
     query_sq = (query * query).sum(-1, keepdims=True)
     points_sq = (points * points).sum(-1)[:, None, :]
@@ -207,10 +212,33 @@ def knn_indices(query: np.ndarray, points: np.ndarray, k: int) -> np.ndarray:
 
 def group(points: np.ndarray, num_groups: int, group_size: int):
     """(B, N, 3) -> neighbourhoods (B, G, K, 3) relative to their centres, centres (B, G, 3)."""
-    centers = gather_points(points, farthest_point_sample(points, num_groups))
     compiled = _use_compiled(points)
     if compiled is not None:
         points = np.ascontiguousarray(points)
+        centers = gather_points(points, farthest_point_sample(points, num_groups))
         return compiled.neighbourhoods(points, knn_indices(centers, points, group_size), centers), centers
+    centers = gather_points(points, farthest_point_sample(points, num_groups))
     neighbours = gather_points(points, knn_indices(centers, points, group_size))
     return (neighbours - centers[:, :, None, :]).astype(np.float32), centers.astype(np.float32)
+
+
+def _in_threads(work, array: np.ndarray, axis: int) -> np.ndarray:
+    """work(array) with `array` split along `axis` (clouds for FPS, queries for kNN) over this process's cores:
+    the compiled loops release the GIL, and host grouping runs before the network, whose cores are idle
+    meanwhile. Results are the same at any split."""
+    workers = min(array.shape[axis], _cores())
+    if workers < 2:
+        return work(array)
+    parts = [np.ascontiguousarray(part) for part in np.array_split(array, workers, axis=axis)]
+    return np.concatenate(list(_pool(workers).map(work, parts)), axis=axis)
+
+
+@functools.lru_cache(maxsize=None)
+def _cores() -> int:
+    """The cores this process may run on (its affinity where the OS says, as a container's CPU set)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@functools.lru_cache(maxsize=None)
+def _pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, thread_name_prefix="host-grouping")
