@@ -9,6 +9,8 @@ distances arbitrarily, so the graph's neighbourhoods here are a stable argsort o
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 import numpy as np
@@ -267,3 +269,19 @@ def test_compiled_knn_rounds_a_dot_b_as_numpys_matmul(monkeypatch):
     assert np.array_equal(matmul, plain) != fused
     hide_numba(monkeypatch)
     np.testing.assert_array_equal(compiled.knn(centers, pts, 32, fused), exact.knn_indices(centers, pts, 32))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_host_grouping_works_in_a_forked_child_after_the_parent_used_its_threads():
+    """The thread pool that splits a batch is the parent's; a forked child (a DataLoader worker) makes its own."""
+    from foundry_edge.data.preprocess import host_feed
+
+    clouds = np.random.default_rng(0).standard_normal((4, 256, 3)).astype(np.float32)
+    parent = host_feed(clouds, 16, 8)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's result is its exit code
+        signal.alarm(30)  # a pool without threads would wait forever: a killed child fails the test instead
+        child = host_feed(clouds, 16, 8)
+        os._exit(0 if all(np.array_equal(parent[k], child[k]) for k in parent) else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -242,3 +242,7 @@ def _cores() -> int:
 @functools.lru_cache(maxsize=None)
 def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(workers, thread_name_prefix="host-grouping")
+
+
+if hasattr(os, "register_at_fork"):  # a forked child (a DataLoader worker) has none of the parent's threads
+    os.register_at_fork(after_in_child=_pool.cache_clear)
