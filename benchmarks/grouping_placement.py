@@ -65,10 +65,15 @@ def main() -> int:
     parser.add_argument("--points", default="1024,4096")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--reports", type=Path, help="also keep both profiles' report.md/.json in this folder")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         graph = profile("graph", args, Path(tmp) / "graph")
         host = profile("host", args, Path(tmp) / "host")
+        for grouping in ("graph", "host") if args.reports else ():
+            (args.reports / grouping).mkdir(parents=True, exist_ok=True)
+            for name in ("report.md", "report.json"):
+                (args.reports / grouping / name).write_bytes((Path(tmp) / grouping / name).read_bytes())
     machine = graph["machine"]
     table = {"source": "benchmarks/grouping_placement.py", "measured": dt.date.today().isoformat(),
              "machine": f"{machine.get('cpu', 'unknown CPU')}, {graph['settings']['threads']} threads",
