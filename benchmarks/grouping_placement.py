@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import subprocess
@@ -78,7 +79,9 @@ def main() -> int:
     table = {"source": "benchmarks/grouping_placement.py", "measured": dt.date.today().isoformat(),
              "machine": f"{machine.get('cpu', 'unknown CPU')}, {graph['settings']['threads']} threads",
              "load": "/".join(f"{v:.1f}" for v in os.getloadavg()),
-             "runtime_note": f"{args.runtime}, exact grouping", "rows": rows_of(graph, host, args.runtime)}
+             "runtime_note": f"{args.runtime}, exact grouping",
+             "host_grouping": "compiled" if importlib.util.find_spec("numba") else "numpy",  # auto checks it
+             "rows": rows_of(graph, host, args.runtime)}
     TABLE.write_text(json.dumps(table, indent=1) + "\n")
     READABLE.write_text(readable(table))
     print(readable(table))

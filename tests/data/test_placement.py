@@ -22,6 +22,18 @@ def test_auto_takes_the_faster_placement_at_the_nearest_measured_point_count(poi
     assert chosen == expected and f"measured at {measured_at}" in why and "bench" in why
 
 
+def test_host_times_of_the_compiled_grouping_do_not_choose_host_where_numba_is_missing(monkeypatch):
+    import importlib.util
+
+    compiled = {**TABLE, "host_grouping": "compiled"}
+    assert choose_placement("ort-cpu", 262144, compiled)[0] == "host"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "numba" else real(name, *a))
+    chosen, why = choose_placement("ort-cpu", 262144, compiled)
+    assert chosen == "graph" and "numba is not installed" in why
+    assert choose_placement("ort-cpu", 262144, TABLE)[0] == "host"  # numpy-measured host times still count
+
+
 def test_a_runtime_nobody_measured_keeps_grouping_in_the_graph_and_says_so():
     chosen, why = choose_placement("trt", 1024, TABLE)
     assert chosen == "graph" and "no measurement of trt" in why

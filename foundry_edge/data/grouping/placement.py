@@ -4,6 +4,7 @@ chosen from the end-to-end times benchmarks/grouping_placement.py measured and c
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -22,6 +23,9 @@ def choose_placement(runtime: str, points: int, table: dict | None = None) -> tu
     if not rows:
         return "graph", (f"no measurement of {runtime} yet ({table.get('source', MEASURED.name)}): graph keeps "
                          "grouping inside the model")
+    if table.get("host_grouping") == "compiled" and importlib.util.find_spec("numba") is None:
+        return "graph", (f"graph for {runtime}: the host times in {table.get('source', MEASURED.name)} are of the "
+                         "compiled host grouping, and numba is not installed here (pip install 'foundry-edge[fast]')")
     nearest = min({r["points"] for r in rows}, key=lambda p: abs(math.log(p / points)))
     at = [r for r in rows if r["points"] == nearest]
     graph, host = sum(r["graph_ms"] for r in at), sum(r["host_ms"] for r in at)
