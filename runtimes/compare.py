@@ -162,7 +162,8 @@ def failures(metrics: dict, tol: Tolerance, name: str = "") -> List[str]:
     if "agreement" in metrics:
         return [] if metrics["agreement"] >= tol.min_agreement else [f"agreement < {tol.min_agreement:g}"]
     found = []
-    if tol.max_rel is not None and metrics["max_rel"] > tol.max_rel and metrics["max_abs"] > tol.atol:
+    if tol.max_rel is not None and metrics.get("max_rel") is not None and metrics["max_rel"] > tol.max_rel \
+            and metrics["max_abs"] > tol.atol:
         found.append(f"rel > {tol.max_rel:g}" + (f" and abs > {tol.atol:g}" if tol.atol else ""))
     if metrics["cosine"] < tol.min_cosine:
         found.append(f"cos < {tol.min_cosine:g}")

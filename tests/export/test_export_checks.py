@@ -209,3 +209,27 @@ def test_parity_judges_a_cloud_with_a_near_tie_flip_by_cosine_and_fails_a_flip_a
         assert result.metrics["outputs"]["tokens"]["max_abs"] == 0.0
     else:
         assert "not at a near-tie" in result.detail
+
+
+def test_parity_of_clouds_all_judged_by_cosine_says_so_instead_of_a_zero_error():
+    from types import SimpleNamespace
+
+    import torch
+
+    from foundry_edge.export.validate import _outputs_check
+    from foundry_edge.runtimes.compare import TOLERANCES
+
+    rng = np.random.default_rng(1)
+    tokens = rng.normal(size=(1, 16, 4)).astype(np.float32)
+    assignment, margin = rng.integers(0, 4, size=(1, 16)), rng.uniform(0.1, 1.0, size=(1, 16)).astype(np.float32)
+    margin[0, 2] = 1e-7
+    got = {"tokens": tokens + 1e-4, "assignment": assignment.copy(), "assignment_margin": margin + 1e-7}
+    got["assignment"][0, 2] = (assignment[0, 2] + 1) % 4
+    session = SimpleNamespace(run=lambda names, feed: [got[n] for n in names])
+    config = SimpleNamespace(outputs=("tokens", "assignment", "assignment_margin"), tolerances=TOLERANCES["export"],
+                             model=SimpleNamespace(num_supertokens=4))
+    ref = {k: torch.from_numpy(v) for k, v in (("tokens", tokens), ("assignment", assignment),
+                                                ("assignment_margin", margin))}
+    result = _outputs_check("onnxruntime vs torch", session, {}, ref, config, (1, 1024))
+    assert result.passed and "tokens cos" in result.detail and "(by cosine only)" in result.detail
+    assert result.metrics["outputs"]["tokens"]["max_abs"] is None
