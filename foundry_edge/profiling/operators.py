@@ -11,6 +11,8 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import median
 
+import numpy as np
+
 from foundry_edge.contracts.onnx_graph import grouping_nodes
 
 ROUNDS = 3  # each stage's block runs this often, alternating, so slow drift of the machine hits them all
@@ -39,27 +41,31 @@ def profile_operators(onnx_path: str, clouds, threads: int, runs: int = 10) -> d
     return {"operators": summarize_trace(events, runs), "stages": stage_times(onnx_path, clouds, threads, runs)}
 
 
-def stage_times(onnx_path: str, clouds, threads: int, runs: int = 10) -> dict:
+def stage_times(onnx_path: str, clouds, threads: int, runs: int = 10,
+                providers: tuple = ("CPUExecutionProvider",), device: str = "cpu") -> dict:
     """Median ms per call of each stage, each timed on its own: host preprocessing (the feed made from raw
     clouds, host grouping where the model was exported so), the in-graph grouping and the network (the
     graph cut in two at `grouping_nodes`, each half its own session), copies (none on the CPU provider),
     and the whole call unsplit. `accounted` = stages / whole (medians): the halves lose fusions across the cut and
     pay a second session call, so a share far from 1 says the split is not what the whole does;
     `accounted_best` is the same on each stage's fastest call, which a busy machine can only slow (the stable
-    form of the check)."""
+    form of the check).
+
+    On a GPU provider (`providers`, `device` "cuda"), each half runs on device memory through IOBinding and the
+    copies are stages of their own: the host feed to the device, and the network's outputs back."""
     import onnx
 
     from foundry_edge.data.preprocess import feed_for
     from foundry_edge.runtimes.ort import make_session
 
     model, pre = onnx.load(str(onnx_path)), _preprocessing(onnx_path)
-    whole = make_session(onnx_path, threads=threads)
+    whole = make_session(onnx_path, providers, threads=threads)
     halves = _split(model)
     with tempfile.TemporaryDirectory() as tmp:
         sessions = {}
         for name, part in halves.items():
             onnx.save(part, str(Path(tmp) / f"{name}.onnx"))
-            sessions[name] = make_session(Path(tmp) / f"{name}.onnx", threads=threads)
+            sessions[name] = make_session(Path(tmp) / f"{name}.onnx", providers, threads=threads)
     # Each stage in a block of its own calls: interleaved, one session's spinning threads would slow the next.
     feeds = {"host_preprocessing": None}
     cut = feed_for(clouds, pre)
@@ -67,8 +73,11 @@ def stage_times(onnx_path: str, clouds, threads: int, runs: int = 10) -> dict:
         feeds[name] = {i.name: cut[i.name] for i in session.get_inputs()}
         cut = {**cut, **dict(zip((o.name for o in session.get_outputs()), session.run(None, feeds[name])))}
     calls = {"end_to_end": lambda: whole.run(None, feed_for(clouds, pre)),
-             "host_preprocessing": lambda: feed_for(clouds, pre),
-             **{name: (lambda s=session, f=feeds[name]: s.run(None, f)) for name, session in sessions.items()}}
+             "host_preprocessing": lambda: feed_for(clouds, pre)}
+    if device == "cpu":
+        calls.update({name: (lambda s=session, f=feeds[name]: s.run(None, f)) for name, session in sessions.items()})
+    else:
+        calls.update(device_calls(sessions, cut, feed_for(clouds, pre), device))
     times: dict = defaultdict(list)
     for name, call in [item for _ in range(ROUNDS) for item in calls.items()]:  # rounds: drift hits every stage
         warm_until, warm_calls = time.perf_counter() + WARMUP_S, 0
@@ -81,12 +90,38 @@ def stage_times(onnx_path: str, clouds, threads: int, runs: int = 10) -> dict:
             times[name].append(time.perf_counter() - start)
     ms = {name: median(values) * 1e3 for name, values in times.items()}
     stages = {"host_preprocessing_ms": ms["host_preprocessing"], "grouping_ms": ms.get("grouping", 0.0),
-              "network_ms": ms["network"], "copies_ms": 0.0}
+              "network_ms": ms["network"], "copies_ms": ms.get("copies_in", 0.0) + ms.get("copies_out", 0.0)}
+    copies = {f"{name}_ms": ms[name] for name in ("copies_in", "copies_out") if name in ms}
     total = sum(stages.values())
     best = {name: min(values) for name, values in times.items()}  # each stage's fastest call: noise only slows
-    return {**stages, "end_to_end_ms": ms["end_to_end"], "stages_sum_ms": total,
+    return {**stages, **copies, "end_to_end_ms": ms["end_to_end"], "stages_sum_ms": total,
             "accounted": total / ms["end_to_end"] if ms["end_to_end"] else None,
             "accounted_best": sum(v for k, v in best.items() if k != "end_to_end") / best["end_to_end"]}
+
+
+def device_calls(sessions: dict, values: dict, feed: dict, device: str) -> dict:
+    """{stage: call} for the halves on `device` memory: "copies_in" (the host feed to the device), each half
+    run through IOBinding on device-resident inputs and outputs (ONNX Runtime synchronizes its stream at the
+    end of a run), and "copies_out" (the network's outputs to the host). `values`: every tensor a half reads."""
+    import onnxruntime as ort
+
+    def on_device(array):
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), device, 0)
+
+    resident = {name: on_device(value) for name, value in values.items()}
+    bindings = {}
+    for name, session in sessions.items():
+        binding = session.io_binding()
+        for spec in session.get_inputs():
+            binding.bind_ortvalue_input(spec.name, resident[spec.name])
+        for spec in session.get_outputs():
+            binding.bind_output(spec.name, device, 0)
+        bindings[name] = binding
+    network = bindings["network"]
+    sessions["network"].run_with_iobinding(network)  # outputs exist on the device before the first copy back
+    return {"copies_in": lambda: [on_device(value) for value in feed.values()],
+            **{name: (lambda s=sessions[name], b=binding: s.run_with_iobinding(b)) for name, binding in bindings.items()},
+            "copies_out": network.copy_outputs_to_cpu}
 
 
 def _split(model) -> dict:

@@ -157,12 +157,20 @@ def telemetry_for(spec: dict):
 
 def runtime_stages(rt, runtime: str, clouds, runs: int) -> dict | None:
     """Median ms per stage over `runs` extra calls: torch by timers at its modules (profiling/stages.py),
-    TensorRT by its per-layer profiler and synchronized copies (TrtRuntime.stage_times); ONNX Runtime's
-    stages come from `--operators` (profiling/operators.py)."""
-    if runs < 1 or runtime not in ("torch", "trt"):
+    TensorRT by its per-layer profiler and synchronized copies (TrtRuntime.stage_times), ONNX Runtime on a GPU
+    by the graph cut at its grouping, each half on device memory, copies apart (profiling/operators.py); ONNX
+    Runtime CPU's stages come from `--operators`."""
+    if runs < 1 or runtime not in ("torch", "trt", "ort-cuda", "ort-trt"):
         return None
     if runtime == "trt":
         return rt.stage_times(clouds, runs)
+    if runtime in ("ort-cuda", "ort-trt"):
+        from foundry_edge.profiling.operators import stage_times
+        from foundry_edge.runtimes.ort import PROVIDERS
+
+        split = stage_times(rt.path, clouds, rt.threads, runs, tuple(PROVIDERS[runtime]), device="cuda")
+        return {name[:-3]: value for name, value in split.items()
+                if name.endswith("_ms") and name not in ("end_to_end_ms", "stages_sum_ms", "copies_ms")}
     import torch
 
     from foundry_edge.profiling.stages import stage_times

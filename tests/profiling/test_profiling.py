@@ -188,6 +188,38 @@ def test_the_grouping_cut_holds_fps_and_knn_and_its_halves_give_the_whole_models
         np.testing.assert_allclose(cut[name], expected, rtol=1e-5, atol=1e-5, err_msg=name)
 
 
+def test_the_halves_on_device_memory_give_the_whole_models_outputs_and_time_copies_apart(staged_exports, tmp_path):
+    """The GPU path's IOBinding plumbing (device "cuda" on a GPU), run here on CPU memory with the CPU provider."""
+    import onnx
+
+    from foundry_edge.data.loader import CloudLoader
+    from foundry_edge.data.preprocess import feed_for
+    from foundry_edge.profiling.operators import _preprocessing, _split, device_calls, stage_times
+    from foundry_edge.runtimes.ort import make_session
+
+    path = staged_exports["graph"]
+    model = onnx.load(path)
+    feed = feed_for(CloudLoader(["example"], 300, 2)().points, _preprocessing(path))
+    whole = make_session(path).run(None, feed)
+    sessions, values = {}, dict(feed)
+    for name, part in _split(model).items():
+        onnx.save(part, str(tmp_path / f"{name}.onnx"))
+        sessions[name] = make_session(tmp_path / f"{name}.onnx")
+        values.update(zip((o.name for o in sessions[name].get_outputs()),
+                          sessions[name].run(None, {i.name: values[i.name] for i in sessions[name].get_inputs()})))
+    calls = device_calls(sessions, values, feed, "cpu")
+    assert list(calls) == ["copies_in", "grouping", "network", "copies_out"]
+    for name in ("copies_in", "grouping", "network"):
+        calls[name]()
+    got = dict(zip((o.name for o in sessions["network"].get_outputs()), calls["copies_out"]()))
+    for output, expected in zip((o.name for o in model.graph.output), whole):
+        if output in got:
+            np.testing.assert_allclose(got[output], expected, rtol=1e-5, atol=1e-5, err_msg=output)
+    clouds = CloudLoader(["example"], 300, 1)().points
+    split = stage_times(path, clouds, threads=1, runs=2, device="cpu", providers=("CPUExecutionProvider",))
+    assert split["copies_ms"] == 0.0 and "copies_in_ms" not in split  # the CPU provider copies nothing
+
+
 class SleepingSession:
     """An ONNX Runtime session stand-in that takes a known time per call: the stage timer's bookkeeping is then
     checked against known stage times (the real times are measured in benchmarks/stage_split.sh)."""
