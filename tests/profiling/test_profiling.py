@@ -261,7 +261,7 @@ def test_stage_times_add_up_to_the_end_to_end_time_within_10_percent(staged_expo
         time.sleep(0.005)
         return feed_for(clouds, pre)
 
-    def session(part, **_):
+    def session(part, *_providers, **_):
         name = Path(part).stem
         return SleepingSession(part, {"grouping": 0.010, "network": 0.020}.get(name, whole_s - 0.005))
 
