@@ -285,3 +285,16 @@ def test_host_grouping_works_in_a_forked_child_after_the_parent_used_its_threads
         os._exit(0 if all(np.array_equal(parent[k], child[k]) for k in parent) else 3)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.skipif(exact._compiled() is None, reason="numba is not installed (the [fast] extra)")
+@pytest.mark.parametrize("shape, scale, offset", [((1, 1024, 3), 1.0, 0.0), ((3, 777, 3), 40.0, 1e3),
+                                                  ((2, 64, 3), 1e-3, -5.0)])
+def test_compiled_normalisation_has_numpys_bits(shape, scale, offset):
+    from foundry_edge.data.preprocess import normalize_clouds
+
+    rng = np.random.default_rng(int(scale * 7) + shape[1])
+    clouds = (rng.normal(size=shape) * scale + offset).astype(np.float32)
+    clouds[0, 5] = clouds[0, 6]  # a duplicated point
+    got = normalize_clouds(clouds)
+    assert got.dtype == np.float32 and np.array_equal(got, normalize(clouds))

@@ -105,6 +105,32 @@ def fps_start(points):
 
 
 @_njit
+def normalize(points):
+    """(B, N, 3) float32 -> centred on the mean, scaled into the unit sphere: data.transforms.normalize's bits.
+
+    numpy's mean(axis=-2) sums one point after another in float32 and divides by N; norm(axis=-1) is
+    sqrt((x*x + y*y) + z*z) in float32; then the largest radius (at least 1e-12) divides every coordinate.
+    """
+    batch, n = points.shape[0], points.shape[1]
+    out = np.empty_like(points)
+    for b in range(batch):
+        cx, cy, cz = points[b, 0, 0], points[b, 0, 1], points[b, 0, 2]
+        for j in range(1, n):
+            cx, cy, cz = cx + points[b, j, 0], cy + points[b, j, 1], cz + points[b, j, 2]
+        cx, cy, cz = cx / F32(n), cy / F32(n), cz / F32(n)
+        radius = F32(0.0)
+        for j in range(n):
+            dx, dy, dz = points[b, j, 0] - cx, points[b, j, 1] - cy, points[b, j, 2] - cz
+            out[b, j, 0], out[b, j, 1], out[b, j, 2] = dx, dy, dz
+            radius = max(radius, np.sqrt((dx * dx + dy * dy) + dz * dz))
+        radius = max(radius, F32(1e-12))
+        for j in range(n):
+            for axis in range(3):
+                out[b, j, axis] = out[b, j, axis] / radius
+    return out
+
+
+@_njit
 def neighbourhoods(points, index, centers):
     """(B, N, 3), (B, G, K) int64, (B, G, 3) float32 -> (B, G, K, 3) points[index] - their centre."""
     batch, groups, k = index.shape

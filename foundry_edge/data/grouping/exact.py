@@ -59,7 +59,7 @@ def _compiled():
     return compiled
 
 
-def _use_compiled(*arrays: np.ndarray):
+def compiled_for(*arrays: np.ndarray):
     """The compiled module for float32 inputs where numba is installed, else None."""
     if all(a.dtype == np.float32 for a in arrays):
         return _compiled()
@@ -68,7 +68,7 @@ def _use_compiled(*arrays: np.ndarray):
 
 def farthest_point_sample(points: np.ndarray, num_samples: int) -> np.ndarray:
     """(B, N, 3) -> (B, S) int64 indices; starts at the point farthest from the centroid, ties to the lowest index."""
-    compiled = _use_compiled(points)
+    compiled = compiled_for(points)
     if compiled is not None:
         return _in_threads(lambda part: compiled.fps(part, num_samples, compiled.fps_start(part)),
                            np.ascontiguousarray(points), axis=0)
@@ -86,7 +86,7 @@ def farthest_point_sample_from(points: np.ndarray, num_samples: int, start: int)
     last of equal distances, which there is the lowest original index.
     """
     n = len(points)
-    compiled = _use_compiled(points)
+    compiled = compiled_for(points)
     if compiled is not None:
         return compiled.fps(np.ascontiguousarray(points)[None], num_samples, np.array([start], dtype=np.int64))[0]
     if not _use_fpsample(points[None], num_samples):
@@ -189,7 +189,7 @@ def knn_indices(query: np.ndarray, points: np.ndarray, k: int) -> np.ndarray:
     num_clouds, num_queries, _ = query.shape
     num_points = points.shape[1]
     k = min(k, num_points)
-    compiled = _use_compiled(query, points)
+    compiled = compiled_for(query, points)
     if compiled is not None:
         points, fused = np.ascontiguousarray(points), compiled.matmul_is_fused()
         return _in_threads(lambda part: compiled.knn(part, points, k, fused), np.ascontiguousarray(query), axis=1)
@@ -212,7 +212,7 @@ def knn_indices(query: np.ndarray, points: np.ndarray, k: int) -> np.ndarray:
 
 def group(points: np.ndarray, num_groups: int, group_size: int):
     """(B, N, 3) -> neighbourhoods (B, G, K, 3) relative to their centres, centres (B, G, 3)."""
-    compiled = _use_compiled(points)
+    compiled = compiled_for(points)
     if compiled is not None:
         points = np.ascontiguousarray(points)
         centers = gather_points(points, farthest_point_sample(points, num_groups))
