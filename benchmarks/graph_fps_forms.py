@@ -31,6 +31,8 @@ import numpy as np
 import torch
 
 from foundry_edge.data.grouping import exact
+from foundry_edge.models.grouping import farthest_point_sample, fps_step
+from foundry_edge.models.scalable_grouping import fps_loop
 
 OUT = Path(__file__).resolve().parent / "results" / "graph_fps_forms.md"
 BLOCKED_MAX_BYTES = 256 << 20  # the blocked form's B*N*N*4 distance table, at most
@@ -40,19 +42,6 @@ def start_index(points: torch.Tensor) -> torch.Tensor:
     """(B, N, 3) -> (B, 1) the point farthest from the centroid (every form starts here)."""
     offset = points - points.mean(dim=1, keepdim=True)
     return (offset * offset).sum(-1).argmax(dim=1, keepdim=True)
-
-
-def fps_planes(points, num_samples):
-    """a. The former package form: x, y, z planes (B, N); 3 GatherElements, 3 Sub, 3 Mul, 2 Add, Min,
-    ArgMax = 13 nodes per step."""
-    x, y, z = points.unbind(-1)
-    farthest, min_dist, chosen = start_index(points), torch.full_like(x, float("inf")), []
-    for _ in range(num_samples):
-        chosen.append(farthest)
-        dx, dy, dz = x - x.gather(1, farthest), y - y.gather(1, farthest), z - z.gather(1, farthest)
-        min_dist = torch.minimum(min_dist, dx * dx + dy * dy + dz * dz)
-        farthest = min_dist.argmax(dim=1, keepdim=True)
-    return torch.cat(chosen, dim=1)
 
 
 def fps_packed(points, num_samples):
@@ -140,29 +129,11 @@ def fps_blocked(points, num_samples):
 
 
 def looped(step, layout=lambda points: points):
-    """c. One ONNX Loop (torch while_loop) running `step` on `layout(points)`, like
-    models/scalable_grouping.py; eager runs the same steps as a Python loop."""
+    """c. One ONNX Loop (models/scalable_grouping.py's fps_loop) running `step` on `layout(points)`."""
 
     def fps(points, num_samples):
-        farthest, min_dist = start_index(points).squeeze(1), torch.full_like(points[..., 0], float("inf"))
-        table = layout(points)
-        if not torch.compiler.is_exporting():
-            chosen = []
-            for _ in range(num_samples):
-                chosen.append(farthest)
-                farthest, min_dist = step(table, farthest, min_dist)
-            return torch.stack(chosen, dim=1)
-        from torch._higher_order_ops import while_loop
-
-        chosen = torch.zeros(points.shape[0], num_samples, dtype=torch.int64, device=points.device)
-        slots = torch.arange(num_samples, device=points.device).unsqueeze(0)
-
-        def body(i, farthest, min_dist, chosen):
-            chosen = torch.where(slots == i, farthest.unsqueeze(1), chosen)
-            return (i + 1, *step(table, farthest, min_dist), chosen)
-
-        step0 = torch.zeros((), dtype=torch.int64, device=points.device)
-        return while_loop(lambda i, *_: i < num_samples, body, (step0, farthest, min_dist, chosen))[3]
+        min_dist = torch.full_like(points[..., 0], float("inf"))
+        return fps_loop(step, layout(points), start_index(points), min_dist, num_samples)
 
     return fps
 
@@ -172,7 +143,7 @@ def step_points(points, farthest, min_dist):
     picked = torch.gather(points, 1, farthest.view(-1, 1, 1).expand(-1, 1, 3))
     d = points - picked
     min_dist = torch.minimum(min_dist, (d * d).sum(-1))
-    return min_dist.argmax(dim=1), min_dist
+    return min_dist.argmax(dim=1, keepdim=True), min_dist
 
 
 def step_packed(planes, farthest, min_dist):
@@ -180,20 +151,11 @@ def step_packed(planes, farthest, min_dist):
     d = planes - planes.gather(2, farthest.view(1, -1, 1).expand(3, -1, -1))
     dx, dy, dz = (d * d).unbind(0)
     min_dist = torch.minimum(min_dist, dx + dy + dz)
-    return min_dist.argmax(dim=1), min_dist
-
-
-def step_planes(planes, farthest, min_dist):
-    """A Loop body as a, on the x, y, z planes (B, N) made before the Loop (models/grouping.py fps_step)."""
-    x, y, z = planes
-    index = farthest.unsqueeze(1)
-    dx, dy, dz = x - x.gather(1, index), y - y.gather(1, index), z - z.gather(1, index)
-    min_dist = torch.minimum(min_dist, dx * dx + dy * dy + dz * dz)
-    return min_dist.argmax(dim=1), min_dist
+    return min_dist.argmax(dim=1, keepdim=True), min_dist
 
 
 FORMS = {
-    "a. unrolled planes (current)": fps_planes,
+    "a. unrolled planes (current)": farthest_point_sample,
     "b1. unrolled packed (3, B, N), GatherElements": fps_packed,
     "b2. unrolled packed (3, B, N), flat Gather": fps_packed_flat,
     "b3. unrolled packed (B, 3, N), GatherElements": fps_packed_inner,
@@ -201,7 +163,7 @@ FORMS = {
     "b5. unrolled packed (3, B, N), Split + 2 Add": fps_packed_split,
     "c1. Loop, (B, N, 3) body (former scalable_grouping)": looped(step_points),
     "c2. Loop, packed (3, B, N) body": looped(step_packed, lambda points: points.permute(2, 0, 1).contiguous()),
-    "c3. Loop, planes body (scalable_grouping now)": looped(step_planes, lambda points: [p.clone() for p in points.unbind(-1)]),
+    "c3. Loop, planes body (scalable_grouping now)": looped(fps_step, lambda points: [p.clone() for p in points.unbind(-1)]),
     "d. blocked, N x N rows": fps_blocked,
 }
 

@@ -75,36 +75,40 @@ def stratified_candidates(points: torch.Tensor, count: int, table: torch.Tensor,
 def farthest_point_sample_from(points: torch.Tensor, num_samples: int, start_from: torch.Tensor) -> torch.Tensor:
     """(B, M, 3), (B, 1, 3) -> (B, S) int64 FPS indices, ties to the lowest index.
 
-    Starts at the point farthest from `start_from`. Exported as one ONNX Loop (torch while_loop) with
-    the chosen indices in a fixed (B, S) carried buffer (TensorRT wants fixed carried shapes); eager
-    runs the same steps as a Python loop, which is faster than while_loop outside export. The body is
-    models/grouping.py's step on x, y, z planes: 2-5x faster in ONNX Runtime than one on (B, M, 3)
-    points (benchmarks/results/graph_fps_forms.md).
+    Starts at the point farthest from `start_from`, then runs models/grouping.py's step on x, y, z planes
+    in `fps_loop`: 2-5x faster in ONNX Runtime than a step on (B, M, 3) points
+    (benchmarks/results/graph_fps_forms.md).
     """
-    planes = points.unbind(-1)  # (B, M) each
+    planes = [plane.clone() for plane in points.unbind(-1)]  # (B, M) each; while_loop refuses aliased inputs
     farthest = squared_norm(points - start_from).argmax(dim=1, keepdim=True)  # (B, 1)
-    min_dist = torch.full_like(planes[0], float("inf"))
+    return fps_loop(fps_step, planes, farthest, torch.full_like(planes[0], float("inf")), num_samples)
+
+
+def fps_loop(step, table, farthest: torch.Tensor, min_dist: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """`num_samples` FPS steps from `farthest` (B, 1) -> (B, S) int64, where step(table, farthest, min_dist)
+    returns the next farthest and min_dist. Exported as one ONNX Loop (torch while_loop) with the chosen
+    indices in a fixed (B, S) carried buffer (TensorRT wants fixed carried shapes); eager runs the same steps
+    as a Python loop, which is faster than while_loop outside export."""
     if not torch.compiler.is_exporting():
         chosen = []
         for _ in range(num_samples):
             chosen.append(farthest)
-            farthest, min_dist = fps_step(planes, farthest, min_dist)
+            farthest, min_dist = step(table, farthest, min_dist)
         return torch.cat(chosen, dim=1)
     from torch._higher_order_ops import while_loop
 
-    planes = [plane.clone() for plane in planes]  # while_loop refuses inputs that alias each other
-    chosen = torch.zeros(points.shape[0], num_samples, dtype=torch.int64, device=points.device)
-    slots = torch.arange(num_samples, device=points.device).unsqueeze(0)
+    chosen = torch.zeros(farthest.shape[0], num_samples, dtype=torch.int64, device=farthest.device)
+    slots = torch.arange(num_samples, device=farthest.device).unsqueeze(0)
 
     def cond(i, farthest, min_dist, chosen):
         return i < num_samples
 
     def body(i, farthest, min_dist, chosen):
         chosen = torch.where(slots == i, farthest, chosen)
-        return (i + 1, *fps_step(planes, farthest, min_dist), chosen)
+        return (i + 1, *step(table, farthest, min_dist), chosen)
 
-    step = torch.zeros((), dtype=torch.int64, device=points.device)
-    return while_loop(cond, body, (step, farthest, min_dist, chosen))[3]
+    first = torch.zeros((), dtype=torch.int64, device=farthest.device)
+    return while_loop(cond, body, (first, farthest, min_dist, chosen))[3]
 
 
 def chunked_knn(centers: torch.Tensor, points: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
