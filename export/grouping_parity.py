@@ -1,12 +1,13 @@
 """Host grouping against the model's own grouping, tie-aware, for exports with `--grouping host`.
 
-Host grouping (numpy) and the model's (torch) do the same float32 arithmetic, but on clouds normalised apart,
-so their coordinates can differ in the last bit. On a large scene that is enough to tip a near-tie: FPS takes
-the other of two points whose distances to the chosen centres agree to 1e-7, and every later centre follows
-from it; a kNN keeps the other of two points equally far from a centre. Outputs then differ far beyond any
-tolerance (a token cosine of 0.95 at 327,680 points) while both groupings are right. So the export judges
-grouping and network apart: this check says where the two groupings part and whether it is at a near-tie (a
-real bug parts at a clear gap), and the network is compared on the model's own groups.
+Host grouping (numpy) and the model's (torch) do the same float32 arithmetic, but last bits can still differ
+(a BLAS's rounding of a.b; the host's float64 normalisation against the model's float32 one). On a large scene
+that is enough to tip a near-tie: FPS takes the other of two points whose distances to the chosen centres agree
+to 1e-7, and every later centre follows from it; a kNN keeps the other of two points equally far from a centre.
+Outputs then differ far beyond any tolerance (a token cosine of 0.95 at 327,680 points) while both groupings
+are right. So the export judges grouping and network apart (export/validate.py): this check says where two
+groupings part and whether it is at a near-tie (a real bug parts at a clear gap), and the network is compared
+on the model's own groups.
 """
 
 from __future__ import annotations

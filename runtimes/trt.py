@@ -123,7 +123,7 @@ class TrtRuntime(Runtime):
             self.cuda.synchronize()
             copied_in = time.perf_counter()
             profiler.ms.clear()
-            self._check(self.context.execute_async_v3(self.cuda.stream_handle))  # no CUDA graph: it hides layers
+            self._execute()  # no CUDA graph: it hides layers
             self.cuda.synchronize()
             ran = time.perf_counter()
             self._copy_out(results)
@@ -165,14 +165,16 @@ class TrtRuntime(Runtime):
         self.context.set_tensor_address(name, ptr)
         return ptr
 
+    def _execute(self) -> None:
+        self._check(self.context.execute_async_v3(self.cuda.stream_handle))
+
     def _enqueue(self, shapes) -> None:
-        run = lambda: self._check(self.context.execute_async_v3(self.cuda.stream_handle))  # noqa: E731
         if not self.cuda_graph:
-            return run()
+            return self._execute()
         if self._graph is None or self._graph_shapes != shapes:
             self._drop_graph()
-            run()  # one plain enqueue first: TensorRT does shape-dependent setup outside the capture
-            self._graph, self._graph_shapes = self.cuda.capture(run), shapes
+            self._execute()  # one plain enqueue first: TensorRT does shape-dependent setup outside the capture
+            self._graph, self._graph_shapes = self.cuda.capture(self._execute), shapes
         self.cuda.launch(self._graph)
 
     @staticmethod

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from foundry_edge.data.grouping.exact import compiled_for, farthest_point_sample, group, knn_indices
-from foundry_edge.data.readers import cloud_from_table, validate_cloud
+from foundry_edge.data.readers import _EXTENT_RANGE, _RECENTRE_STEP, cloud_from_table, validate_cloud
 from foundry_edge.data.transforms import normalize
 from foundry_edge.contracts.preprocessing import Preprocessing
 from foundry_edge.errors import FoundryError
@@ -60,7 +60,11 @@ def _plainly_valid(batch: np.ndarray, min_points: int) -> bool:
     lo, hi = lo.astype(np.float64), hi.astype(np.float64)
     extent = (hi - lo).max(axis=1)
     reach = np.maximum(np.abs(lo), np.abs(hi)).max(axis=1)
-    return bool(((extent >= 1e-9) & (extent <= 1e14) & (reach <= 64 * extent)).all())
+    # Inside validate_cloud's bounds by a margin: extents 10x within its range, and a float32 step at the
+    # farthest coordinate (reach * 2^-23) at most half of the step that would make it recentre.
+    low, high = _EXTENT_RANGE
+    plain_reach = _RECENTRE_STEP * 2.0 ** 22  # 64 extents
+    return bool(((extent >= 10 * low) & (extent <= high / 10) & (reach <= plain_reach * extent)).all())
 
 
 def _checked(cloud: np.ndarray, min_points: int, source: str, recentre: bool) -> np.ndarray:

@@ -68,7 +68,8 @@ def stage_times(onnx_path: str, clouds, threads: int, runs: int = 10,
             sessions[name] = make_session(Path(tmp) / f"{name}.onnx", providers, threads=threads)
     # Each stage in a block of its own calls: interleaved, one session's spinning threads would slow the next.
     feeds = {"host_preprocessing": None}
-    cut = feed_for(clouds, pre)
+    feed = feed_for(clouds, pre)
+    cut = dict(feed)
     for name, session in sessions.items():
         feeds[name] = {i.name: cut[i.name] for i in session.get_inputs()}
         cut = {**cut, **dict(zip((o.name for o in session.get_outputs()), session.run(None, feeds[name])))}
@@ -77,7 +78,7 @@ def stage_times(onnx_path: str, clouds, threads: int, runs: int = 10,
     if device == "cpu":
         calls.update({name: (lambda s=session, f=feeds[name]: s.run(None, f)) for name, session in sessions.items()})
     else:
-        calls.update(device_calls(sessions, cut, feed_for(clouds, pre), device))
+        calls.update(device_calls(sessions, cut, feed, device))
     times: dict = defaultdict(list)
     for name, call in [item for _ in range(ROUNDS) for item in calls.items()]:  # rounds: drift hits every stage
         warm_until, warm_calls = time.perf_counter() + WARMUP_S, 0

@@ -196,7 +196,7 @@ def knn_indices(query: np.ndarray, points: np.ndarray, k: int) -> np.ndarray:
     if compiled is not None:
         points, fused = np.ascontiguousarray(points), compiled.matmul_is_fused()
         run = lambda part: compiled.knn(part, points, k, fused)  # noqa: E731
-        if query.shape[0] * query.shape[1] * num_points < SPLIT_MIN_DISTANCES:
+        if num_clouds * num_queries * num_points < SPLIT_MIN_DISTANCES:
             return run(np.ascontiguousarray(query))
         return _in_threads(run, np.ascontiguousarray(query), axis=1)
     points_t = np.ascontiguousarray(points.transpose(0, 2, 1))
@@ -219,12 +219,12 @@ def knn_indices(query: np.ndarray, points: np.ndarray, k: int) -> np.ndarray:
 def group(points: np.ndarray, num_groups: int, group_size: int):
     """(B, N, 3) -> neighbourhoods (B, G, K, 3) relative to their centres, centres (B, G, 3)."""
     compiled = compiled_for(points)
-    if compiled is not None:
-        points = np.ascontiguousarray(points)
-        centers = gather_points(points, farthest_point_sample(points, num_groups))
-        return compiled.neighbourhoods(points, knn_indices(centers, points, group_size), centers), centers
+    points = np.ascontiguousarray(points) if compiled is not None else points
     centers = gather_points(points, farthest_point_sample(points, num_groups))
-    neighbours = gather_points(points, knn_indices(centers, points, group_size))
+    index = knn_indices(centers, points, group_size)
+    if compiled is not None:
+        return compiled.neighbourhoods(points, index, centers), centers
+    neighbours = gather_points(points, index)
     return (neighbours - centers[:, :, None, :]).astype(np.float32), centers.astype(np.float32)
 
 
